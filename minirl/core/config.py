@@ -1,0 +1,67 @@
+"""Validation helpers for algorithm configs.
+
+Configs are validated once, in Python, when they are built. Numeric fields may hold a
+Python number or an array of values (a batched config for a ``jax.vmap`` sweep); every
+element is checked. Inside a trace (a config rebuilt by ``jax.tree`` or ``vmap``) the
+values are abstract and nothing is checked.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def _concrete(value: Any) -> np.ndarray | None:
+    if isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_range(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> None:
+    """Raise ``ValueError`` naming ``name`` unless every element of ``value`` is in range."""
+    array = _concrete(value)
+    if array is None:
+        return
+    ok = ~np.isnan(array)
+    if low is not None:
+        ok &= array >= low if low_inclusive else array > low
+    if high is not None:
+        ok &= array <= high if high_inclusive else array < high
+    if not np.all(ok):
+        left = "(-inf" if low is None else f"{'[' if low_inclusive else '('}{low:g}"
+        right = "inf)" if high is None else f"{high:g}{']' if high_inclusive else ')'}"
+        raise ValueError(f"{name}={_show(array[~ok])} is out of range; allowed: {left}, {right}")
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
+    """Raise ``ValueError`` unless ``value`` is a Python int ≥ ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name}={value!r} must be an integer ≥ {minimum}")
+    if value < minimum:
+        raise ValueError(f"{name}={value} is out of range; allowed: integers ≥ {minimum}")
+
+
+def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
+    allowed = tuple(allowed)
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+
+
+def _show(array: np.ndarray) -> str:
+    flat = np.ravel(array)
+    text = ", ".join(f"{x:g}" for x in flat[:4])
+    return text if flat.size == 1 else f"[{text}{', ...' if flat.size > 4 else ''}]"

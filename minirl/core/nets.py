@@ -1,0 +1,99 @@
+"""Equinox networks: MLP, a small CNN for image observations, and ensembles.
+
+Networks act on one unbatched observation (callers ``vmap``); observations of any dtype
+(MinAtar's are booleans) are cast to float32 inside.
+"""
+
+from collections.abc import Callable, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+
+class MLP(eqx.Module):
+    """Fully connected network; the input is flattened, hidden layers use ``activation``."""
+
+    layers: tuple[eqx.nn.Linear, ...]
+    activation: Callable = eqx.field(static=True)
+
+    def __init__(
+        self,
+        in_size: int,
+        out_size: int,
+        hidden: Sequence[int],
+        key: jax.Array,
+        activation: Callable = jax.nn.relu,
+        final_scale: float = 1.0,
+    ):
+        sizes = (in_size, *hidden, out_size)
+        keys = jax.random.split(key, len(sizes) - 1)
+        layers = [eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys)]
+        if final_scale != 1.0:
+            last = layers[-1]
+            layers[-1] = eqx.tree_at(lambda l: (l.weight, l.bias), last,
+                                     (last.weight * final_scale, last.bias * final_scale))
+        self.layers = tuple(layers)
+        self.activation = activation
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.ravel(x).astype(jnp.float32)
+        for layer in self.layers[:-1]:
+            x = self.activation(layer(x))
+        return self.layers[-1](x)
+
+
+class CNN(eqx.Module):
+    """Conv(3×3, ``channels``) → ReLU → flatten → MLP head, for ``[H, W, C]`` images.
+
+    The MinAtar network of Young & Tian (2019): one 3×3 convolution with 16 channels and a
+    128-unit hidden layer.
+    """
+
+    conv: eqx.nn.Conv2d
+    head: MLP
+
+    def __init__(
+        self,
+        obs_shape: Sequence[int],
+        out_size: int,
+        hidden: Sequence[int],
+        key: jax.Array,
+        channels: int = 16,
+    ):
+        height, width, in_channels = obs_shape
+        conv_key, head_key = jax.random.split(key)
+        self.conv = eqx.nn.Conv2d(in_channels, channels, kernel_size=3, key=conv_key)
+        flat = channels * (height - 2) * (width - 2)
+        self.head = MLP(flat, out_size, hidden, head_key)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.moveaxis(x.astype(jnp.float32), -1, 0)
+        return self.head(jax.nn.relu(self.conv(x)))
+
+
+def make_network(
+    obs_shape: Sequence[int], out_size: int, hidden: Sequence[int], kind: str, key: jax.Array
+) -> eqx.Module:
+    """``kind``: ``"mlp"`` (any observation, flattened), ``"cnn"`` (``[H, W, C]``), or
+    ``"auto"`` (CNN for 3-d observations, MLP otherwise)."""
+    if kind == "auto":
+        kind = "cnn" if len(obs_shape) == 3 else "mlp"
+    if kind == "cnn":
+        if len(obs_shape) != 3:
+            raise ValueError(f"network='cnn' needs [H, W, C] observations; got shape {tuple(obs_shape)}")
+        return CNN(obs_shape, out_size, hidden, key)
+    if kind == "mlp":
+        size = 1
+        for dim in obs_shape:
+            size *= dim
+        return MLP(size, out_size, hidden, key)
+    raise ValueError(f"network={kind!r} is not allowed; choose one of 'auto', 'mlp', 'cnn'")
+
+
+def ensemble(make: Callable[[jax.Array], eqx.Module], key: jax.Array, size: int) -> eqx.Module:
+    """``size`` independently initialised members stacked on a leading axis.
+
+    Call with ``eqx.filter_vmap(lambda m, x: m(x), in_axes=(eqx.if_array(0), None))``.
+    """
+    return eqx.filter_vmap(make)(jax.random.split(key, size))

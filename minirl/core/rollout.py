@@ -1,0 +1,186 @@
+"""Vectorised gymnax stepping and trajectory collection under ``lax.scan``.
+
+gymnax 1.x semantics (``env.step`` returns ``obs, state, reward, terminated, truncated,
+info``, auto-resets, and ``info["final_observation"]`` holds the observation before the
+reset) are kept exactly: a transition's ``next_obs`` is the *true* next observation, so a
+learner bootstraps from ``V(next_obs)`` on truncation and cuts only on ``terminated``.
+An episode is counted in the statistics when ``terminated | truncated``.
+"""
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import gymnax
+import jax
+import jax.numpy as jnp
+from gymnax.environments import spaces
+
+Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]]
+"""``policy(key, obs[E, ...]) -> (action[E, ...], policy_info)``."""
+
+
+@functools.cache
+def make_env(env_id: str) -> tuple[Any, Any]:
+    """The gymnax environment and its default parameters (one instance per id).
+
+    Raises ``ValueError`` naming the id and the registered ids when it is unknown.
+    """
+    if env_id not in gymnax.registered_envs:
+        raise ValueError(
+            f"env={env_id!r} is not a gymnax environment; choose one of: "
+            + ", ".join(gymnax.registered_envs)
+        )
+    return gymnax.make(env_id)
+
+
+def action_kind(env_id: str) -> str:
+    """``"discrete"`` or ``"continuous"``: the action space type of ``env_id``."""
+    env, params = make_env(env_id)
+    space = env.action_space(params)
+    return "discrete" if isinstance(space, spaces.Discrete) else "continuous"
+
+
+def num_actions(env_id: str) -> int:
+    env, params = make_env(env_id)
+    return int(env.action_space(params).n)
+
+
+def observation_shape(env_id: str) -> tuple[int, ...]:
+    env, params = make_env(env_id)
+    obs, _ = env.reset(jax.random.PRNGKey(0), params)
+    return tuple(obs.shape)
+
+
+class EpisodeStats(eqx.Module):
+    """Running return and length of the episode in progress in each of ``E`` envs."""
+
+    returns: jax.Array  # [E]
+    lengths: jax.Array  # [E]
+
+    @classmethod
+    def zeros(cls, num_envs: int) -> "EpisodeStats":
+        return cls(jnp.zeros(num_envs, jnp.float32), jnp.zeros(num_envs, jnp.int32))
+
+    def update(
+        self, reward: jax.Array, done: jax.Array
+    ) -> tuple["EpisodeStats", jax.Array, jax.Array]:
+        """Add one step; return the new stats and, per env, the finished episode's return
+        and length where ``done`` (zero elsewhere)."""
+        returns = self.returns + reward.astype(jnp.float32)
+        lengths = self.lengths + 1
+        finished_return = jnp.where(done, returns, 0.0)
+        finished_length = jnp.where(done, lengths, 0)
+        stats = EpisodeStats(jnp.where(done, 0.0, returns), jnp.where(done, 0, lengths))
+        return stats, finished_return, finished_length
+
+
+class EnvCarry(eqx.Module):
+    """What a collector carries between steps: env state, current obs, episode stats."""
+
+    env_state: Any
+    obs: jax.Array
+    stats: EpisodeStats
+
+
+class Transition(eqx.Module):
+    """One step of ``E`` environments; leaves are ``[E, ...]`` (``[T, E, ...]`` stacked).
+
+    ``next_obs`` is the true next observation (``final_observation`` at an episode end).
+    ``episode_return``/``episode_length`` hold the finished episode's statistics where
+    ``done = terminated | truncated`` and zero elsewhere. ``policy_info`` is whatever the
+    policy returned besides the action (behaviour probabilities, log-probs, values).
+    """
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    next_obs: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    episode_return: jax.Array
+    episode_length: jax.Array
+    policy_info: Any = None
+
+    @property
+    def done(self) -> jax.Array:
+        return self.terminated | self.truncated
+
+
+def reset(key: jax.Array, env: Any, env_params: Any, num_envs: int) -> EnvCarry:
+    """Reset ``num_envs`` copies of ``env``."""
+    keys = jax.random.split(key, num_envs)
+    obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(keys, env_params)
+    return EnvCarry(env_state, obs, EpisodeStats.zeros(num_envs))
+
+
+def env_step(
+    key: jax.Array, env: Any, env_params: Any, carry: EnvCarry, action: jax.Array, policy_info=None
+) -> tuple[EnvCarry, Transition]:
+    """Step every env once with ``action`` [E, ...] (auto-reset as gymnax does)."""
+    keys = jax.random.split(key, carry.obs.shape[0])
+    obs, env_state, reward, terminated, truncated, info = jax.vmap(
+        env.step, in_axes=(0, 0, 0, None)
+    )(keys, carry.env_state, action, env_params)
+    terminated = terminated.astype(bool)
+    truncated = truncated.astype(bool)
+    reward = reward.astype(jnp.float32)
+    stats, finished_return, finished_length = carry.stats.update(reward, terminated | truncated)
+    transition = Transition(
+        obs=carry.obs,
+        action=action,
+        reward=reward,
+        next_obs=info["final_observation"],
+        terminated=terminated,
+        truncated=truncated,
+        episode_return=finished_return,
+        episode_length=finished_length,
+        policy_info=policy_info,
+    )
+    return EnvCarry(env_state, obs, stats), transition
+
+
+def collect(
+    key: jax.Array,
+    env: Any,
+    env_params: Any,
+    carry: EnvCarry,
+    policy: Policy,
+    num_steps: int,
+) -> tuple[EnvCarry, Transition]:
+    """Run ``policy`` for ``num_steps`` steps in every env with ``lax.scan``.
+
+    Returns the final carry and the trajectory with leaves ``[T, E, ...]``.
+    """
+
+    def one_step(carry: EnvCarry, step_key: jax.Array) -> tuple[EnvCarry, Transition]:
+        act_key, env_key = jax.random.split(step_key)
+        action, policy_info = policy(act_key, carry.obs)
+        return env_step(env_key, env, env_params, carry, action, policy_info)
+
+    return jax.lax.scan(one_step, carry, jax.random.split(key, num_steps))
+
+
+def random_policy(env: Any, env_params: Any) -> Policy:
+    """Uniformly random actions from the env's action space (the throughput floor)."""
+    space = env.action_space(env_params)
+
+    def policy(key: jax.Array, obs: jax.Array) -> tuple[jax.Array, None]:
+        keys = jax.random.split(key, obs.shape[0])
+        return jax.vmap(space.sample)(keys), None
+
+    return policy
+
+
+def episode_metrics(trajectory: Transition) -> dict[str, jax.Array]:
+    """Sums and count of the episodes completed in ``trajectory`` (any leading axes).
+
+    Sums, not means, so that the host can pool them over any window of iterations.
+    """
+    done = trajectory.done
+    return {
+        "episodes": jnp.sum(done).astype(jnp.int32),
+        "episode_return_sum": jnp.sum(trajectory.episode_return),
+        "episode_length_sum": jnp.sum(trajectory.episode_length).astype(jnp.int32),
+    }
