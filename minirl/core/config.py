@@ -65,3 +65,30 @@ def _show(array: np.ndarray) -> str:
     flat = np.ravel(array)
     text = ", ".join(f"{x:g}" for x in flat[:4])
     return text if flat.size == 1 else f"[{text}{', ...' if flat.size > 4 else ''}]"
+
+
+def stack(configs: "Iterable[Any]") -> Any:
+    """One config whose numeric leaves are stacked along a new leading axis.
+
+    All configs must agree on their static fields (shapes, loop lengths, switches). The
+    result sweeps with ``jax.vmap(train)(keys, stacked)`` in a single compiled program.
+    """
+    configs = list(configs)
+    if not configs:
+        raise ValueError("configs is empty; give at least one config to stack")
+    structures = {jax.tree.structure(config) for config in configs}
+    if len(structures) != 1:
+        raise ValueError(
+            "configs differ in static fields (env, sizes, switches); only numeric "
+            "hyperparameters can be swept in one program"
+        )
+    return jax.tree.map(lambda *leaves: _narrow(np.stack([np.asarray(x) for x in leaves])), *configs)
+
+
+def _narrow(array: np.ndarray) -> np.ndarray:
+    # JAX runs in 32 bits unless x64 is enabled; stack in the dtype it will use.
+    if array.dtype == np.float64:
+        return array.astype(np.float32)
+    if array.dtype == np.int64:
+        return array.astype(np.int32)
+    return array

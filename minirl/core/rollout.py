@@ -99,8 +99,8 @@ class Transition(eqx.Module):
     next_obs: jax.Array
     terminated: jax.Array
     truncated: jax.Array
-    episode_return: jax.Array
-    episode_length: jax.Array
+    episode_return: jax.Array | None = None
+    episode_length: jax.Array | None = None
     policy_info: Any = None
 
     @property

@@ -1,0 +1,5 @@
+import sys
+
+from minirl.cli import main
+
+sys.exit(main())

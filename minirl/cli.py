@@ -1,0 +1,215 @@
+"""The ``minirl`` command line (also ``python -m minirl``).
+
+    minirl train ALGO --env ENV_ID --steps N --seeds S --out DIR [--set field=value ...]
+    minirl train ALGO --resume DIR
+    minirl eval DIR --episodes K
+    minirl list
+
+Bad input (unknown algorithm, env, field or value, a wrong action-space type, a corrupt or
+foreign checkpoint) prints one line naming the problem and exits with status 2.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from minirl import checkpoint, runner
+
+EXIT_USAGE = 2
+
+
+def _algorithms() -> dict:
+    from minirl.algos import ALGORITHMS
+
+    return ALGORITHMS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage dump
+        raise ValueError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="minirl", description="Pure functional RL in JAX.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train an agent over several seeds")
+    train.add_argument("algo", help="algorithm name (see `minirl list`)")
+    train.add_argument("--env", help="gymnax environment id, e.g. CartPole-v1")
+    train.add_argument("--steps", type=int, help="env steps per seed (config total_steps)")
+    train.add_argument("--seeds", type=int, default=4, help="number of seeds run in parallel")
+    train.add_argument("--seed", type=int, default=0, help="first PRNG seed")
+    train.add_argument("--out", help="output directory (default runs/ALGO-ENV)")
+    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       help="override any config field; repeatable")
+    train.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
+    train.add_argument("--stop-after-chunks", type=int, default=None, metavar="K",
+                       help="stop (checkpointed) after K chunks; continue later with --resume")
+    train.add_argument("--chunks", type=int, default=50,
+                       help="number of jitted chunks (progress and checkpoint points)")
+
+    evaluate = commands.add_parser("eval", help="greedy returns of a trained run")
+    evaluate.add_argument("dir", help="a run directory written by `minirl train`")
+    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--seed", type=int, default=1234)
+
+    commands.add_parser("list", help="algorithms and environments")
+    return parser
+
+
+class Progress:
+    """A live progress line between chunks (a plain line per chunk when not on a terminal)."""
+
+    def __init__(self, total_steps: int, seeds: int, stream=sys.stderr):
+        self.total = total_steps
+        self.seeds = seeds
+        self.stream = stream
+        self.live = stream.isatty()
+        self.last_print = 0.0
+        self.started = time.perf_counter()
+
+    def __call__(self, run: runner.Run, wall: float) -> None:
+        steps = runner.env_steps_done(run)
+        elapsed = time.perf_counter() - self.started
+        rate = steps * self.seeds / max(wall, 1e-9)
+        recent = runner.final_returns(run.history[-max(1, len(run.history) // 10):], self.seeds)
+        with np.errstate(all="ignore"):
+            recent_mean = np.nanmean(recent) if not np.all(np.isnan(recent)) else float("nan")
+        width = 28
+        filled = int(width * steps / max(self.total, 1))
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {steps:>9,}/{self.total:,} env steps/seed"
+            f" | {rate:>10,.0f} steps/s | recent return {recent_mean:8.1f}"
+            f" | {elapsed:6.1f}s"
+        )
+        done = steps >= self.total
+        if self.live:
+            self.stream.write("\r" + line + ("\n" if done else ""))
+            self.stream.flush()
+        elif done or time.perf_counter() - self.last_print > 5.0:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_print = time.perf_counter()
+
+
+def print_table(result: dict, stream=sys.stdout) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result['algo']} on {result['env']}")
+    table.add_column("seed", justify="right")
+    table.add_column("final return", justify="right")
+    for i, value in enumerate(result["final_returns"]):
+        table.add_row(str(result.get("first_seed", 0) + i), f"{value:.1f}")
+    table.add_section()
+    table.add_row("median", f"{result['median_final_return']:.1f}")
+    console = Console(file=stream, width=100)
+    console.print(table)
+    console.print(
+        f"{result['steps']:,} env steps × {result['seeds']} seeds in "
+        f"{result['wall_seconds']:.1f}s ({result['env_steps_per_second']:,.0f} env steps/s)"
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    algorithms = _algorithms()
+    if args.algo not in algorithms:
+        raise ValueError(f"unknown algorithm {args.algo!r}; choose one of: {', '.join(algorithms)}")
+    algo = algorithms[args.algo]
+    if args.resume:
+        if args.env or args.steps or args.set:
+            raise ValueError("--resume continues a run as configured; drop --env/--steps/--set")
+        out_dir = args.resume
+        meta = checkpoint.read_metadata(os.path.join(out_dir, runner.CHECKPOINT))
+        seeds, total = meta["seeds"], meta["config"]["total_steps"]
+        config = None
+        print(f"resuming {meta['algo']} on {meta['config']['env_id']} from {out_dir}", file=sys.stderr)
+    else:
+        if not args.env:
+            raise ValueError("--env is required (e.g. --env CartPole-v1); see `minirl list`")
+        if args.seeds < 1:
+            raise ValueError(f"--seeds={args.seeds} is out of range; allowed: integers ≥ 1")
+        if args.steps is not None and args.steps < 1:
+            raise ValueError(f"--steps={args.steps} is out of range; allowed: integers ≥ 1")
+        if args.chunks < 1:
+            raise ValueError(f"--chunks={args.chunks} is out of range; allowed: integers ≥ 1")
+        overrides = runner.parse_sets(algo.Config, args.set)
+        config = runner.make_config(algo, args.env, args.steps, overrides)
+        out_dir = args.out or os.path.join("runs", f"{args.algo}-{args.env}")
+        existing = os.path.join(out_dir, runner.CHECKPOINT)
+        if os.path.exists(existing):
+            raise ValueError(
+                f"{out_dir} already holds a run; continue it with --resume {out_dir} "
+                "or choose another --out"
+            )
+        seeds, total = args.seeds, config.total_steps
+        print(f"training {args.algo} on {args.env}: {total:,} env steps × {seeds} seeds "
+              f"→ {out_dir}", file=sys.stderr)
+    run = runner.train(
+        args.algo, algorithms, out_dir, config=config, seeds=seeds, seed=args.seed,
+        resume=bool(args.resume), stop_after_chunks=args.stop_after_chunks,
+        report=Progress(total, seeds), target_chunks=args.chunks,
+    )
+    if run.done_chunks < len(run.chunks):
+        print(f"stopped after {run.done_chunks}/{len(run.chunks)} chunks; continue with "
+              f"`minirl train {args.algo} --resume {out_dir}`", file=sys.stderr)
+        return 0
+    result = runner.summary(run)
+    result["first_seed"] = run.seed
+    print_table(result)
+    print(f"wrote {out_dir}/summary.json, metrics.csv, curve.png, {runner.CHECKPOINT}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        raise ValueError(f"--episodes={args.episodes} is out of range; allowed: integers ≥ 1")
+    run, state = runner.load_run(args.dir, _algorithms())
+    algo = _algorithms()[run.algo_name]
+    returns = runner.evaluate(algo, run.config, state, args.episodes, args.seed)
+    print(f"greedy returns over {args.episodes} episodes, {run.algo_name} on {run.config.env_id}:")
+    for s, row in enumerate(returns):
+        print(f"  seed {run.seed + s}: mean {row.mean():.1f}  (min {row.min():.1f}, max {row.max():.1f})")
+    print(f"  median over seeds: {np.median(returns.mean(axis=1)):.1f}")
+    return 0
+
+
+def cmd_list(_: argparse.Namespace) -> int:
+    import gymnax
+
+    from minirl.core import rollout
+
+    algorithms = _algorithms()
+    print("algorithms:")
+    for name, module in algorithms.items():
+        doc = (module.__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:<8} {doc}")
+    print("environments (gymnax):")
+    for env_id in gymnax.registered_envs:
+        try:
+            kind = rollout.action_kind(env_id)
+        except Exception:  # an env that cannot be built here is listed without its type
+            kind = "?"
+        fits = [n for n, m in algorithms.items() if getattr(m, "ACTION_KIND", "discrete") == kind]
+        print(f"  {env_id:<26} {kind:<10} {', '.join(fits)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return {"train": cmd_train, "eval": cmd_eval, "list": cmd_list}[args.command](args)
+    except (ValueError, checkpoint.CheckpointError) as error:
+        print(f"minirl: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("minirl: interrupted; the last checkpoint is intact (continue with --resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
