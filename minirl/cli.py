@@ -43,13 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seeds", type=int, default=4, help="number of seeds run in parallel")
     train.add_argument("--seed", type=int, default=0, help="first PRNG seed")
     train.add_argument("--out", help="output directory (default runs/ALGO-ENV)")
-    train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                       help="override any config field; repeatable")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override any config field; repeatable",
+    )
     train.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
-    train.add_argument("--stop-after-chunks", type=int, default=None, metavar="K",
-                       help="stop (checkpointed) after K chunks; continue later with --resume")
-    train.add_argument("--chunks", type=int, default=50,
-                       help="number of jitted chunks (progress and checkpoint points)")
+    train.add_argument(
+        "--stop-after-chunks",
+        type=int,
+        default=None,
+        metavar="K",
+        help="stop (checkpointed) after K chunks; continue later with --resume",
+    )
+    train.add_argument(
+        "--chunks",
+        type=int,
+        default=50,
+        help="number of jitted chunks (progress and checkpoint points)",
+    )
 
     evaluate = commands.add_parser("eval", help="greedy returns of a trained run")
     evaluate.add_argument("dir", help="a run directory written by `minirl train`")
@@ -75,7 +89,7 @@ class Progress:
         steps = runner.env_steps_done(run)
         elapsed = time.perf_counter() - self.started
         rate = steps * self.seeds / max(wall, 1e-9)
-        recent = runner.final_returns(run.history[-max(1, len(run.history) // 10):], self.seeds)
+        recent = runner.final_returns(run.history[-max(1, len(run.history) // 10) :], self.seeds)
         with np.errstate(all="ignore"):
             recent_mean = np.nanmean(recent) if not np.all(np.isnan(recent)) else float("nan")
         width = 28
@@ -126,7 +140,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         meta = checkpoint.read_metadata(os.path.join(out_dir, runner.CHECKPOINT))
         seeds, total = meta["seeds"], meta["config"]["total_steps"]
         config = None
-        print(f"resuming {meta['algo']} on {meta['config']['env_id']} from {out_dir}", file=sys.stderr)
+        print(
+            f"resuming {meta['algo']} on {meta['config']['env_id']} from {out_dir}", file=sys.stderr
+        )
     else:
         if not args.env:
             raise ValueError("--env is required (e.g. --env CartPole-v1); see `minirl list`")
@@ -146,16 +162,28 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "or choose another --out"
             )
         seeds, total = args.seeds, config.total_steps
-        print(f"training {args.algo} on {args.env}: {total:,} env steps × {seeds} seeds "
-              f"→ {out_dir}", file=sys.stderr)
+        print(
+            f"training {args.algo} on {args.env}: {total:,} env steps × {seeds} seeds → {out_dir}",
+            file=sys.stderr,
+        )
     run = runner.train(
-        args.algo, algorithms, out_dir, config=config, seeds=seeds, seed=args.seed,
-        resume=bool(args.resume), stop_after_chunks=args.stop_after_chunks,
-        report=Progress(total, seeds), target_chunks=args.chunks,
+        args.algo,
+        algorithms,
+        out_dir,
+        config=config,
+        seeds=seeds,
+        seed=args.seed,
+        resume=bool(args.resume),
+        stop_after_chunks=args.stop_after_chunks,
+        report=Progress(total, seeds),
+        target_chunks=args.chunks,
     )
     if run.done_chunks < len(run.chunks):
-        print(f"stopped after {run.done_chunks}/{len(run.chunks)} chunks; continue with "
-              f"`minirl train {args.algo} --resume {out_dir}`", file=sys.stderr)
+        print(
+            f"stopped after {run.done_chunks}/{len(run.chunks)} chunks; continue with "
+            f"`minirl train {args.algo} --resume {out_dir}`",
+            file=sys.stderr,
+        )
         return 0
     result = runner.summary(run)
     result["first_seed"] = run.seed
@@ -172,7 +200,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     returns = runner.evaluate(algo, run.config, state, args.episodes, args.seed)
     print(f"greedy returns over {args.episodes} episodes, {run.algo_name} on {run.config.env_id}:")
     for s, row in enumerate(returns):
-        print(f"  seed {run.seed + s}: mean {row.mean():.1f}  (min {row.min():.1f}, max {row.max():.1f})")
+        print(
+            f"  seed {run.seed + s}: mean {row.mean():.1f}  "
+            f"(min {row.min():.1f}, max {row.max():.1f})"
+        )
     print(f"  median over seeds: {np.median(returns.mean(axis=1)):.1f}")
     return 0
 
@@ -206,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"minirl: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("minirl: interrupted; the last checkpoint is intact (continue with --resume)",
-              file=sys.stderr)
+        print(
+            "minirl: interrupted; the last checkpoint is intact (continue with --resume)",
+            file=sys.stderr,
+        )
         return 130
 
 

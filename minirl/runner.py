@@ -202,8 +202,15 @@ def load_run(out_dir: str, algorithms: dict[str, types.ModuleType]) -> tuple[Run
     algo = algorithms[meta["algo"]]
     config = config_from_json(algo.Config, meta["config"])
     state, _ = checkpoint.load(path, _state_template(algo, config, meta["seeds"]))
-    run = Run(meta["algo"], config, meta["seeds"], meta["seed"], meta["chunks"],
-              meta["history"], meta["wall_seconds"])
+    run = Run(
+        meta["algo"],
+        config,
+        meta["seeds"],
+        meta["seed"],
+        meta["chunks"],
+        meta["history"],
+        meta["wall_seconds"],
+    )
     return run, state
 
 
@@ -245,13 +252,17 @@ def train(
             raise ValueError(f"--resume {out_dir} holds a {run.algo_name} run, not {algo_name}")
     else:
         keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-        run = Run(algo_name, config, seeds, seed, chunk_plan(config.num_iterations, target_chunks), [])
+        run = Run(
+            algo_name, config, seeds, seed, chunk_plan(config.num_iterations, target_chunks), []
+        )
         state = jax.jit(jax.vmap(algo.init, in_axes=(0, None)))(keys, config)
     os.makedirs(out_dir, exist_ok=True)
     compiled: dict[int, Callable] = {}
     start = clock - run.wall_seconds
-    stop_at = len(run.chunks) if stop_after_chunks is None else min(
-        len(run.chunks), run.done_chunks + stop_after_chunks
+    stop_at = (
+        len(run.chunks)
+        if stop_after_chunks is None
+        else min(len(run.chunks), run.done_chunks + stop_after_chunks)
     )
     while run.done_chunks < stop_at:
         length = run.chunks[run.done_chunks]
@@ -295,21 +306,30 @@ def write_outputs(run: Run, out_dir: str) -> dict[str, Any]:
     result = summary(run)
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(result, f, indent=2)
-    names = [k for k in run.history[0] if k not in ("episodes", "episode_return_sum",
-                                                    "episode_length_sum", "env_steps")]
+    names = [
+        k
+        for k in run.history[0]
+        if k not in ("episodes", "episode_return_sum", "episode_length_sum", "env_steps")
+    ]
     with open(os.path.join(out_dir, "metrics.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["chunk", "seed", "env_steps", "episodes", "mean_return",
-                         "mean_length", *names])
+        writer.writerow(
+            ["chunk", "seed", "env_steps", "episodes", "mean_return", "mean_length", *names]
+        )
         for i, row in enumerate(run.history):
             for s in range(run.seeds):
                 episodes = row["episodes"][s]
-                writer.writerow([
-                    i, s + run.seed, int(row["env_steps"][s]), int(episodes),
-                    row["episode_return_sum"][s] / episodes if episodes else "",
-                    row["episode_length_sum"][s] / episodes if episodes else "",
-                    *(row[n][s] for n in names),
-                ])
+                writer.writerow(
+                    [
+                        i,
+                        s + run.seed,
+                        int(row["env_steps"][s]),
+                        int(episodes),
+                        row["episode_return_sum"][s] / episodes if episodes else "",
+                        row["episode_length_sum"][s] / episodes if episodes else "",
+                        *(row[n][s] for n in names),
+                    ]
+                )
     plot_curve(run, os.path.join(out_dir, "curve.png"))
     return result
 

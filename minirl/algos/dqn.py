@@ -94,8 +94,15 @@ class Config(eqx.Module):
             raise ValueError(
                 f"env={self.env_id!r} has continuous actions; dqn needs a discrete action space"
             )
-        for name in ("total_steps", "num_envs", "rollout_steps", "gradient_steps",
-                     "buffer_size", "batch_size", "n_step"):
+        for name in (
+            "total_steps",
+            "num_envs",
+            "rollout_steps",
+            "gradient_steps",
+            "buffer_size",
+            "batch_size",
+            "n_step",
+        ):
             check_positive_int(name, getattr(self, name))
         check_positive_int("learning_starts", self.learning_starts, minimum=0)
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
@@ -147,9 +154,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         total_steps=300_000, exploration_fraction=0.3, n_step=3, learning_rate_end_factor=0.0
     ),
     "Catch-bsuite": dict(total_steps=30_000, learning_starts=500, exploration_fraction=0.3),
-    "Asterix-MinAtar": dict(total_steps=2_000_000, num_envs=8, buffer_size=200_000,
-                            batch_size=64, learning_rate=2.5e-4, exploration_fraction=0.1,
-                            target_update_period=1000, learning_starts=10_000, n_step=3),
+    "Asterix-MinAtar": dict(
+        total_steps=2_000_000,
+        num_envs=8,
+        buffer_size=200_000,
+        batch_size=64,
+        learning_rate=2.5e-4,
+        exploration_fraction=0.1,
+        target_update_period=1000,
+        learning_starts=10_000,
+        n_step=3,
+    ),
 }
 for _minatar in ("Breakout", "Freeway", "Seaquest", "SpaceInvaders"):
     PRESETS[f"{_minatar}-MinAtar"] = PRESETS["Asterix-MinAtar"]
