@@ -3,6 +3,7 @@
     minirl train ALGO --env ENV_ID --steps N --seeds S --out DIR [--set field=value ...]
     minirl train ALGO --resume DIR
     minirl eval DIR --episodes K
+    minirl plan PLANNER --env ENV_ID --seeds S --out DIR [--set option=value ...]
     minirl list
 
 Bad input (unknown algorithm, env, field or value, a wrong action-space type, a corrupt or
@@ -70,7 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int, default=1234)
 
-    commands.add_parser("list", help="algorithms and environments")
+    plan = commands.add_parser("plan", help="closed-loop MPC with a planner, several seeds")
+    plan.add_argument("planner", help="random_shooting | cem | mcts | ilqr")
+    plan.add_argument("--env", required=True, help="gymnax environment id, e.g. Pendulum-v1")
+    plan.add_argument("--seeds", type=int, default=4, help="episodes (seeds) run in parallel")
+    plan.add_argument("--seed", type=int, default=0, help="PRNG seed")
+    plan.add_argument("--steps", type=int, help="steps of the episode (default: its limit)")
+    plan.add_argument("--out", help="output directory (default runs/plan-PLANNER-ENV)")
+    plan.add_argument(
+        "--set", action="append", default=[], metavar="OPTION=VALUE",
+        help="override a planner option (e.g. horizon=30); repeatable",
+    )
+
+    commands.add_parser("list", help="algorithms, planners and environments")
     return parser
 
 
@@ -109,7 +122,7 @@ class Progress:
             self.last_print = time.perf_counter()
 
 
-def print_table(result: dict, stream=sys.stdout) -> None:
+def print_table(result: dict, stream=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -120,7 +133,7 @@ def print_table(result: dict, stream=sys.stdout) -> None:
         table.add_row(str(result.get("first_seed", 0) + i), f"{value:.1f}")
     table.add_section()
     table.add_row("median", f"{result['median_final_return']:.1f}")
-    console = Console(file=stream, width=100)
+    console = Console(file=stream or sys.stdout, width=100)
     console.print(table)
     console.print(
         f"{result['steps']:,} env steps × {result['seeds']} seeds in "
@@ -208,6 +221,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from minirl.planning import mpc
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds={args.seeds} is out of range; allowed: integers ≥ 1")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps={args.steps} is out of range; allowed: integers ≥ 1")
+    options = runner.parse_options(args.set)
+    out_dir = args.out or os.path.join("runs", f"plan-{args.planner}-{args.env}")
+    print(
+        f"planning with {args.planner} on {args.env}: {args.seeds} seeds → {out_dir} "
+        "(one jitted program; compiling, then running)",
+        file=sys.stderr,
+    )
+    result = mpc.run_planner(args.planner, args.env, args.seeds, args.steps, options, args.seed)
+    summary_data = runner.write_plan_outputs(result, out_dir)
+    print_table(summary_data)
+    print(f"wrote {out_dir}/summary.json, metrics.csv, curve.png")
+    return 0
+
+
 def cmd_list(_: argparse.Namespace) -> int:
     import gymnax
 
@@ -226,13 +260,19 @@ def cmd_list(_: argparse.Namespace) -> int:
             kind = "?"
         fits = [n for n, m in algorithms.items() if getattr(m, "ACTION_KIND", "discrete") == kind]
         print(f"  {env_id:<26} {kind:<10} {', '.join(fits)}")
+    from minirl.planning.mpc import PLANNERS
+
+    print("planners (minirl plan):")
+    for name, (env_ids, _) in PLANNERS.items():
+        print(f"  {name:<16} {', '.join(env_ids)}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return {"train": cmd_train, "eval": cmd_eval, "list": cmd_list}[args.command](args)
+        commands = {"train": cmd_train, "eval": cmd_eval, "plan": cmd_plan, "list": cmd_list}
+        return commands[args.command](args)
     except (ValueError, checkpoint.CheckpointError) as error:
         print(f"minirl: error: {error}", file=sys.stderr)
         return EXIT_USAGE

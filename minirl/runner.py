@@ -410,3 +410,82 @@ def evaluate(
 
 def eprint(message: str) -> None:
     print(message, file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def parse_options(assignments: list[str]) -> dict[str, float]:
+    """``["horizon=30", "c=0.5"]`` → ``{"horizon": 30, "c": 0.5}`` for ``minirl plan``."""
+    options: dict[str, float] = {}
+    for assignment in assignments:
+        name, sep, text = assignment.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--set {assignment!r} must look like field=value")
+        try:
+            options[name] = int(text)
+        except ValueError:
+            try:
+                options[name] = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"--set {name}={text!r} is not a number; planner options are numeric"
+                ) from None
+    return options
+
+
+def plan_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The ``summary.json`` of ``minirl plan``: the keys of ``train``'s, per-seed returns of
+    one closed-loop MPC episode as ``final_returns``."""
+    returns = [float(r) for r in result["returns"]]
+    return {
+        "algo": result["planner"],
+        "env": result["env"],
+        "steps": int(result["rewards"].shape[1]),
+        "seeds": len(returns),
+        "final_returns": returns,
+        "median_final_return": float(np.median(returns)),
+        "wall_seconds": result["wall_time_s"],
+        "env_steps_per_second": result["env_steps"] / max(result["wall_time_s"], 1e-9),
+        "episode_lengths": [int(n) for n in result["lengths"]],
+        "options": result["options"],
+    }
+
+
+def write_plan_outputs(result: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """``summary.json``, ``metrics.csv`` (reward and return so far per step and seed) and
+    ``curve.png`` (return so far against env steps, mean and spread over seeds)."""
+    os.makedirs(out_dir, exist_ok=True)
+    summary_data = plan_summary(result)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary_data, f, indent=2)
+    rewards = np.asarray(result["rewards"])
+    cumulative = np.cumsum(rewards, axis=1)
+    with open(os.path.join(out_dir, "metrics.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["seed", "env_step", "reward", "return_so_far"])
+        for s in range(rewards.shape[0]):
+            for t in range(rewards.shape[1]):
+                writer.writerow([s, t + 1, rewards[s, t], cumulative[s, t]])
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(1, rewards.shape[1] + 1)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    ax.fill_between(
+        steps, cumulative.min(0), cumulative.max(0), alpha=0.25,
+        label=f"min–max over {rewards.shape[0]} seeds",
+    )
+    ax.plot(steps, cumulative.mean(0), lw=2.2, color="black", label="mean")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return so far")
+    ax.set_title(f"minirl plan {result['planner']} on {result['env']}")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "curve.png"))
+    plt.close(fig)
+    return summary_data

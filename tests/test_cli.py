@@ -191,3 +191,45 @@ def test_python_dash_m_entry_point(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "median" in result.stdout and "env steps/s" in result.stderr
     assert (out / "summary.json").exists()
+
+
+def test_plan_writes_the_train_summary_files(tmp_path, capsys):
+    out = tmp_path / "plan"
+    code = cli.main(
+        ["plan", "cem", "--env", "Pendulum-v1", "--seeds", "2", "--steps", "20", "--out", str(out),
+         "--set", "horizon=8", "--set", "num_samples=32", "--set", "num_elites=4"]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("algo", "env", "steps", "seeds", "final_returns", "median_final_return",
+                "wall_seconds", "env_steps_per_second"):
+        assert key in summary
+    assert summary["algo"] == "cem" and summary["env"] == "Pendulum-v1"
+    assert summary["steps"] == 20 and len(summary["final_returns"]) == 2
+    assert summary["options"]["horizon"] == 8
+    assert np.median(summary["final_returns"]) == pytest.approx(summary["median_final_return"])
+    assert (out / "curve.png").stat().st_size > 0
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 20
+    # the last return_so_far of each seed is its final return
+    last = [float(r.split(",")[3]) for r in rows[1:] if r.split(",")[1] == "20"]
+    np.testing.assert_allclose(last, summary["final_returns"], rtol=1e-5)
+    assert "median" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["plan", "nope", "--env", "Pendulum-v1"], "planner='nope'"),
+        (["plan", "cem", "--env", "CartPole-v1"], "env='CartPole-v1'"),
+        (["plan", "cem", "--env", "Pendulum-v1", "--set", "bogus=1"], "unknown option 'bogus'"),
+        (["plan", "cem", "--env", "Pendulum-v1", "--set", "horizon=x"], "horizon='x'"),
+        (["plan", "cem", "--env", "Pendulum-v1", "--set", "horizon=0"], "horizon=0"),
+        (["plan", "cem", "--env", "Pendulum-v1", "--seeds", "0"], "--seeds=0"),
+    ],
+)
+def test_plan_bad_input_is_one_line(tmp_path, capsys, argv, message):
+    assert cli.main([*argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("minirl: error:") and message in err[-1]
+    assert not (tmp_path / "x").exists()

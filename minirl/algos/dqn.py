@@ -216,7 +216,8 @@ def init(key: jax.Array, config: Config) -> State:
     )
     return State(
         params=params,
-        target_params=params,
+        # A copy, not the same arrays: donating a fresh state must not donate a buffer twice.
+        target_params=jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, params),
         opt_state=_optimizer(config).init(eqx.filter(params, eqx.is_array)),
         buffer=replay.init(config.buffer_size, example),
         env=env_carry,

@@ -43,7 +43,9 @@ def add(buffer: ReplayBuffer, batch: PyTree) -> ReplayBuffer:
     capacity = buffer.capacity
     batch_size = jax.tree.leaves(batch)[0].shape[0]
     if batch_size > capacity:
-        raise ValueError(f"batch of {batch_size} items does not fit a buffer of capacity {capacity}")
+        raise ValueError(
+            f"batch of {batch_size} items does not fit a buffer of capacity {capacity}"
+        )
     slots = (buffer.position + jnp.arange(batch_size)) % capacity
     data = jax.tree.map(
         lambda store, new: store.at[slots].set(new.astype(store.dtype), unique_indices=True),

@@ -58,7 +58,9 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
     """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
     allowed = tuple(allowed)
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}")
+        raise ValueError(
+            f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}"
+        )
 
 
 def _show(array: np.ndarray) -> str:
@@ -82,7 +84,9 @@ def stack(configs: "Iterable[Any]") -> Any:
             "configs differ in static fields (env, sizes, switches); only numeric "
             "hyperparameters can be swept in one program"
         )
-    return jax.tree.map(lambda *leaves: _narrow(np.stack([np.asarray(x) for x in leaves])), *configs)
+    return jax.tree.map(
+        lambda *leaves: _narrow(np.stack([np.asarray(x) for x in leaves])), *configs
+    )
 
 
 def _narrow(array: np.ndarray) -> np.ndarray:

@@ -33,7 +33,8 @@ def boltzmann_probs(q: jax.Array, temperature: float | jax.Array) -> jax.Array:
 
 
 def sample_with_prob(key: jax.Array, probs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Draw an action from ``probs`` [A]; return it and its probability (for off-policy corrections)."""
+    """Draw an action from ``probs`` [A]; return it and its probability (for off-policy
+    corrections)."""
     action = jax.random.categorical(key, jnp.log(probs))
     return action, probs[action]
 

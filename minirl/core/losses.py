@@ -11,10 +11,12 @@ def squared_loss(error: jax.Array) -> jax.Array:
 
 def huber_loss(error: jax.Array, delta: float | jax.Array = 1.0) -> jax.Array:
     """Huber (1964): ½x² for |x| ≤ δ, δ(|x| − ½δ) outside; its gradient is clip(x, −δ, δ)."""
+    # Two branches under ``where`` rather than ½q² + δ(|x| − q) with q = min(|x|, δ): there the
+    # gradient inside is computed as δ + (q − δ), which cancels to 0 for |x| ≪ δ.
     abs_error = jnp.abs(error)
-    quadratic = jnp.minimum(abs_error, delta)
-    linear = abs_error - quadratic
-    return 0.5 * jnp.square(quadratic) + delta * linear
+    quadratic = 0.5 * jnp.square(error)
+    linear = delta * (abs_error - 0.5 * delta)
+    return jnp.where(abs_error <= delta, quadratic, linear)
 
 
 def td_loss(error: jax.Array, kind: str, huber_delta: float | jax.Array = 1.0) -> jax.Array:
@@ -39,3 +41,54 @@ def q_learning_target_value(
         greedy = jnp.argmax(next_q_online, axis=-1)
         return jnp.take_along_axis(next_q_target, greedy[..., None], axis=-1)[..., 0]
     return jnp.max(next_q_target, axis=-1)
+
+
+# ----------------------------------------------------------------------------- policy gradients
+#
+# Objectives are written to be *maximised* (callers negate them in a loss); ``ratio`` is
+# π_θ(a|s) / π_old(a|s) = exp(log π_θ − log π_old).
+
+
+def importance_weighted_surrogate(ratio: jax.Array, advantage: jax.Array) -> jax.Array:
+    """L(θ) = ρ A, ρ = π_θ/π_old (Kakade & Langford, 2002; Schulman et al., 2015, eq. 14).
+
+    At θ = θ_old its gradient is the policy gradient A ∇log π_θ(a|s).
+    """
+    return ratio * advantage
+
+
+def clipped_surrogate(
+    ratio: jax.Array, advantage: jax.Array, epsilon: float | jax.Array
+) -> jax.Array:
+    """L^CLIP = min(ρA, clip(ρ, 1 − ε, 1 + ε) A) (Schulman et al., 2017, eq. 7).
+
+    A pessimistic bound: L^CLIP ≤ ρA everywhere, equal (with equal gradient) at ρ = 1, and
+    flat (zero gradient) where ρ > 1 + ε with A > 0 or ρ < 1 − ε with A < 0.
+    """
+    clipped = jnp.clip(ratio, 1.0 - epsilon, 1.0 + epsilon)
+    return jnp.minimum(ratio * advantage, clipped * advantage)
+
+
+def value_loss(
+    value: jax.Array,
+    target: jax.Array,
+    old_value: jax.Array | None = None,
+    clip_epsilon: float | jax.Array | None = None,
+) -> jax.Array:
+    """½(V − G)², or with clipping max(½(V − G)², ½(V_old + clip(V − V_old, ±ε) − G)²).
+
+    The clipped form keeps the new value within ε of the one used to collect the data
+    (PPO's reference implementation; Andrychowicz et al., 2021, §3.5). ``clip_epsilon=inf``
+    is the same as no clipping.
+    """
+    loss = 0.5 * jnp.square(value - target)
+    if clip_epsilon is None or old_value is None:
+        return loss
+    clipped = old_value + jnp.clip(value - old_value, -clip_epsilon, clip_epsilon)
+    return jnp.maximum(loss, 0.5 * jnp.square(clipped - target))
+
+
+def entropy_bonus(entropy: jax.Array, coefficient: float | jax.Array) -> jax.Array:
+    """c·H(π(·|s)), added to the objective to keep the policy stochastic (Williams & Peng,
+    1991; Mnih et al., 2016)."""
+    return coefficient * entropy

@@ -31,8 +31,11 @@ class MLP(eqx.Module):
         layers = [eqx.nn.Linear(a, b, key=k) for a, b, k in zip(sizes[:-1], sizes[1:], keys)]
         if final_scale != 1.0:
             last = layers[-1]
-            layers[-1] = eqx.tree_at(lambda l: (l.weight, l.bias), last,
-                                     (last.weight * final_scale, last.bias * final_scale))
+            layers[-1] = eqx.tree_at(
+                lambda layer: (layer.weight, layer.bias),
+                last,
+                (last.weight * final_scale, last.bias * final_scale),
+            )
         self.layers = tuple(layers)
         self.activation = activation
 
@@ -81,7 +84,9 @@ def make_network(
         kind = "cnn" if len(obs_shape) == 3 else "mlp"
     if kind == "cnn":
         if len(obs_shape) != 3:
-            raise ValueError(f"network='cnn' needs [H, W, C] observations; got shape {tuple(obs_shape)}")
+            raise ValueError(
+                f"network='cnn' needs [H, W, C] observations; got shape {tuple(obs_shape)}"
+            )
         return CNN(obs_shape, out_size, hidden, key)
     if kind == "mlp":
         size = 1

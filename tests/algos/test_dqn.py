@@ -268,3 +268,15 @@ def test_image_observations_use_a_cnn():
 def test_bad_config_names_the_field(overrides, field):
     with pytest.raises(ValueError, match=field):
         small_config(**overrides)
+
+
+def test_fresh_state_can_be_donated():
+    """init must not alias arrays (e.g. the target network), or donating its state fails."""
+    config = dqn.Config(env_id="CartPole-v1", total_steps=64, learning_starts=0, batch_size=8)
+    state = dqn.init(jax.random.PRNGKey(0), config)
+    leaves = [x for x in jax.tree.leaves(state) if isinstance(x, jax.Array)]
+    assert len({id(x) for x in leaves}) == len(leaves)
+    step = jax.jit(lambda s: dqn.step(s, config), donate_argnums=0)
+    state, _ = step(state)
+    state, _ = step(state)
+    assert int(state.env_steps) == 2

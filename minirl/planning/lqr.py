@@ -1,0 +1,454 @@
+"""Linear-quadratic regulators: time-varying LQR, LQR under Gaussian noise, iLQR, and a
+parallel-in-time LQR.
+
+Notation (Levine, CS 285 lecture 10, "Optimal control and planning"), with z_t = [x_t; u_t],
+x ∈ ℝⁿ, u ∈ ℝᵐ and t = 0 … T−1:
+
+    x_{t+1} = F_t z_t + f_t                                   F_t [n, n+m], f_t [n]
+    cost    = Σ_t ½ z_tᵀ C_t z_t + z_tᵀ c_t  +  ½ x_Tᵀ C_T x_T + x_Tᵀ c_T
+
+(the final cost C_T, c_T is optional and zero by default). The backward pass keeps the
+cost-to-go V_t(x) = ½ xᵀ V_t x + v_tᵀ x + s_t, starting from V_T = C_T, v_T = c_T, s_T = 0:
+
+    Q_t = C_t + F_tᵀ V_{t+1} F_t          q_t = c_t + F_tᵀ V_{t+1} f_t + F_tᵀ v_{t+1}
+    K_t = −Q_uu⁻¹ Q_ux                    k_t = −Q_uu⁻¹ q_u
+    V_t = Q_xx + Q_xu K_t + K_tᵀ Q_ux + K_tᵀ Q_uu K_t
+    v_t = q_x + Q_xu k_t + K_tᵀ q_u + K_tᵀ Q_uu k_t
+    s_t = s_{t+1} + ½ f_tᵀ V_{t+1} f_t + v_{t+1}ᵀ f_t + ½ k_tᵀ Q_uu k_t + k_tᵀ q_u
+
+and the forward pass applies u_t = K_t x_t + k_t. With additive noise x_{t+1} = F_t z_t +
+f_t + w_t, w_t ~ N(0, Σ_t), the gains are unchanged (certainty equivalence) and the
+expected cost gains ½ tr(V_{t+1} Σ_t) per step (Bertsekas, "Dynamic Programming and Optimal
+Control", vol. 1, §4.1).
+
+iLQR (Li & Todorov, 2004; Tassa, Erez & Todorov, 2012, "Synthesis and stabilization of
+complex behaviors through online trajectory optimization") linearises the dynamics and
+quadratises the cost around the current trajectory (x̂, û) with JAX autodiff, solves the LQR
+above in deviations (δx, δu) with Q_uu + μI, and runs the forward pass on the true dynamics
+with u_t = K_t (x_t − x̂_t) + α k_t + û_t, accepting the largest α whose cost improves.
+
+The parallel LQR (Särkkä & García-Fernández, 2023, "Temporal parallelization of dynamic
+programming and linear quadratic control", IEEE TAC) computes every V_t with one associative
+scan (O(log T) depth) and the states with a second one over affine maps.
+"""
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from minirl.core.config import check_positive_int, check_range
+
+Dynamics = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+"""``dynamics(x[n], u[m], t) -> x_next[n]``."""
+Cost = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+"""``cost(x[n], u[m], t) -> scalar``."""
+
+
+class LQRSolution(eqx.Module):
+    """An LQR plan: the trajectory, the feedback law u_t = K_t x_t + k_t, and its cost.
+
+    For :func:`ilqr` the law is in deviations: u_t = K_t (x_t − states_t) + k_t + actions_t.
+    ``cost`` is the (expected, for the noisy LQR) cost of this plan from ``states[0]``.
+    """
+
+    states: jax.Array  # [T+1, n]
+    actions: jax.Array  # [T, m]
+    K: jax.Array  # [T, m, n]
+    k: jax.Array  # [T, m]
+    V: jax.Array  # [T+1, n, n]  quadratic term of the cost-to-go
+    v: jax.Array  # [T+1, n]     linear term of the cost-to-go
+    cost: jax.Array  # scalar
+
+
+class ILQRSolution(eqx.Module):
+    """An iLQR plan with the record of its iterations."""
+
+    states: jax.Array  # [T+1, n]
+    actions: jax.Array  # [T, m]
+    K: jax.Array  # [T, m, n]  feedback around (states, actions)
+    k: jax.Array  # [T, m]     open-loop step of the last backward pass
+    cost: jax.Array  # scalar: cost of (states, actions) on the true dynamics
+    costs: jax.Array  # [max_iterations + 1]: cost after each iteration (last value repeated)
+    iterations: jax.Array  # int: accepted or rejected iterations run
+    converged: jax.Array  # bool
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _check_lq(F, f, C, c, x0, C_final=None, c_final=None) -> tuple[int, int, int]:
+    if F.ndim != 3:
+        raise ValueError(f"F has shape {F.shape}; allowed: [T, n, n+m]")
+    T, n, nm = F.shape
+    m = nm - n
+    if m < 1:
+        raise ValueError(f"F has shape {F.shape}; allowed: [T, n, n+m] with m ≥ 1")
+    expected = {"f": (T, n), "C": (T, nm, nm), "c": (T, nm), "x0": (n,)}
+    for name, value in (("f", f), ("C", C), ("c", c), ("x0", x0)):
+        if tuple(value.shape) != expected[name]:
+            raise ValueError(
+                f"{name} has shape {tuple(value.shape)}; allowed: {expected[name]} "
+                f"(T={T}, n={n}, m={m} from F)"
+            )
+    if C_final is not None and tuple(C_final.shape) != (n, n):
+        raise ValueError(f"C_final has shape {tuple(C_final.shape)}; allowed: {(n, n)}")
+    if c_final is not None and tuple(c_final.shape) != (n,):
+        raise ValueError(f"c_final has shape {tuple(c_final.shape)}; allowed: {(n,)}")
+    return T, n, m
+
+
+def _final(n, dtype, C_final, c_final):
+    C_final = jnp.zeros((n, n), dtype) if C_final is None else jnp.asarray(C_final, dtype)
+    c_final = jnp.zeros((n,), dtype) if c_final is None else jnp.asarray(c_final, dtype)
+    return C_final, c_final
+
+
+# ----------------------------------------------------------------------------- LQR
+
+
+def _gains(F_t, f_t, C_t, c_t, V_next, v_next, n, reg=0.0):
+    """Q-function of one step and the minimising affine law (the equations above)."""
+    Q = C_t + F_t.T @ V_next @ F_t
+    q = c_t + F_t.T @ (V_next @ f_t + v_next)
+    Q_xx, Q_xu, Q_ux, Q_uu = Q[:n, :n], Q[:n, n:], Q[n:, :n], Q[n:, n:]
+    q_x, q_u = q[:n], q[n:]
+    Q_uu_reg = 0.5 * (Q_uu + Q_uu.T) + reg * jnp.eye(Q_uu.shape[0], dtype=Q.dtype)
+    chol = jnp.linalg.cholesky(Q_uu_reg)  # NaN where Q_uu + μI is not positive definite
+    solve = lambda b: jax.scipy.linalg.cho_solve((chol, True), b)
+    K = -solve(Q_ux)
+    k = -solve(q_u)
+    V = Q_xx + Q_xu @ K + K.T @ Q_ux + K.T @ Q_uu @ K
+    V = 0.5 * (V + V.T)
+    v = q_x + Q_xu @ k + K.T @ q_u + K.T @ Q_uu @ k
+    ds = 0.5 * f_t @ V_next @ f_t + v_next @ f_t + 0.5 * k @ Q_uu @ k + k @ q_u
+    ok = jnp.all(jnp.isfinite(chol))
+    # expected reduction of the cost by the step α k: α k·q_u + ½ α² k·Q_uu k (Tassa 2012)
+    return K, k, V, v, ds, ok, (k @ q_u, 0.5 * k @ Q_uu @ k)
+
+
+def _backward(F, f, C, c, C_final, c_final, noise_cov=None, reg=0.0):
+    """Riccati recursion with ``lax.scan`` from t = T−1 down to 0."""
+    n = F.shape[1]
+    if noise_cov is None:
+        noise_cov = jnp.zeros((F.shape[0], n, n), F.dtype)
+
+    def step(carry, inputs):
+        V_next, v_next, s_next, ok_all = carry
+        F_t, f_t, C_t, c_t, Sigma_t = inputs
+        K, k, V, v, ds, ok, dJ = _gains(F_t, f_t, C_t, c_t, V_next, v_next, n, reg)
+        s = s_next + ds + 0.5 * jnp.trace(V_next @ Sigma_t)
+        return (V, v, s, ok_all & ok), (K, k, V, v, dJ)
+
+    init = (C_final, c_final, jnp.zeros((), F.dtype), jnp.array(True))
+    (V0, v0, s0, ok), (K, k, V, v, dJ) = jax.lax.scan(
+        step, init, (F, f, C, c, noise_cov), reverse=True
+    )
+    V = jnp.concatenate([V, C_final[None]], axis=0)
+    v = jnp.concatenate([v, c_final[None]], axis=0)
+    return K, k, V, v, s0, ok, dJ
+
+
+def _forward(F, f, K, k, x0):
+    def step(x, inputs):
+        F_t, f_t, K_t, k_t = inputs
+        u = K_t @ x + k_t
+        return F_t @ jnp.concatenate([x, u]) + f_t, (x, u)
+
+    x_T, (xs, us) = jax.lax.scan(step, x0, (F, f, K, k))
+    return jnp.concatenate([xs, x_T[None]], axis=0), us
+
+
+def trajectory_cost(C, c, states, actions, C_final=None, c_final=None) -> jax.Array:
+    """Σ_t ½ z_tᵀ C_t z_t + z_tᵀ c_t + ½ x_Tᵀ C_T x_T + x_Tᵀ c_T of a given trajectory."""
+    n = states.shape[-1]
+    C_final, c_final = _final(n, states.dtype, C_final, c_final)
+    z = jnp.concatenate([states[:-1], actions], axis=-1)
+    running = 0.5 * jnp.einsum("ti,tij,tj->", z, C, z) + jnp.einsum("ti,ti->", z, c)
+    x_T = states[-1]
+    return running + 0.5 * x_T @ C_final @ x_T + c_final @ x_T
+
+
+def lqr(
+    F: jax.Array,
+    f: jax.Array,
+    C: jax.Array,
+    c: jax.Array,
+    x0: jax.Array,
+    C_final: jax.Array | None = None,
+    c_final: jax.Array | None = None,
+) -> LQRSolution:
+    """Time-varying LQR: backward Riccati pass, then the forward pass from ``x0``.
+
+    Shapes: F [T, n, n+m], f [T, n], C [T, n+m, n+m], c [T, n+m], x0 [n]; optional final
+    cost C_final [n, n], c_final [n]. Requires Q_uu ≻ 0 at every step (e.g. C_uu ≻ 0 and
+    C ⪰ 0). Returns states [T+1, n], actions [T, m], gains K [T, m, n], offsets k [T, m],
+    the cost-to-go terms V [T+1, n, n], v [T+1, n], and the cost of the plan.
+    """
+    _check_lq(F, f, C, c, x0, C_final, c_final)
+    C_final, c_final = _final(F.shape[1], F.dtype, C_final, c_final)
+    K, k, V, v, s0, _, _ = _backward(F, f, C, c, C_final, c_final)
+    states, actions = _forward(F, f, K, k, x0)
+    cost = 0.5 * x0 @ V[0] @ x0 + v[0] @ x0 + s0
+    return LQRSolution(states, actions, K, k, V, v, cost)
+
+
+def lqr_gaussian(
+    F: jax.Array,
+    f: jax.Array,
+    C: jax.Array,
+    c: jax.Array,
+    x0: jax.Array,
+    noise_cov: jax.Array,
+    C_final: jax.Array | None = None,
+    c_final: jax.Array | None = None,
+) -> LQRSolution:
+    """LQR under x_{t+1} = F_t z_t + f_t + w_t, w_t ~ N(0, Σ_t).
+
+    The gains and the mean trajectory are those of :func:`lqr`; ``cost`` is the expected
+    cost of the closed loop u_t = K_t x_t + k_t, the deterministic cost plus
+    ½ Σ_t tr(V_{t+1} Σ_t). ``noise_cov`` is Σ [n, n] (every step) or Σ_t [T, n, n].
+    """
+    T, n, _ = _check_lq(F, f, C, c, x0, C_final, c_final)
+    noise_cov = jnp.asarray(noise_cov, F.dtype)
+    if noise_cov.shape == (n, n):
+        noise_cov = jnp.broadcast_to(noise_cov, (T, n, n))
+    if noise_cov.shape != (T, n, n):
+        raise ValueError(f"noise_cov has shape {noise_cov.shape}; allowed: {(n, n)} or {(T, n, n)}")
+    C_final, c_final = _final(n, F.dtype, C_final, c_final)
+    K, k, V, v, s0, _, _ = _backward(F, f, C, c, C_final, c_final, noise_cov)
+    states, actions = _forward(F, f, K, k, x0)
+    cost = 0.5 * x0 @ V[0] @ x0 + v[0] @ x0 + s0
+    return LQRSolution(states, actions, K, k, V, v, cost)
+
+
+def closed_loop(
+    F: jax.Array, f: jax.Array, K: jax.Array, k: jax.Array, x0: jax.Array, noise: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Run u_t = K_t x_t + k_t on x_{t+1} = F_t z_t + f_t + noise_t; returns states, actions."""
+
+    def step(x, inputs):
+        F_t, f_t, K_t, k_t, w_t = inputs
+        u = K_t @ x + k_t
+        return F_t @ jnp.concatenate([x, u]) + f_t + w_t, (x, u)
+
+    x_T, (xs, us) = jax.lax.scan(step, x0, (F, f, K, k, noise))
+    return jnp.concatenate([xs, x_T[None]], axis=0), us
+
+
+# ----------------------------------------------------------------------------- parallel LQR
+
+
+def _combine(earlier, later):
+    """Associative combination of conditional value functions (Särkkä & García-Fernández,
+    2023, Lemma 8): elements (A, b, C, η, J) with V_{i→j}(x, y) =
+    max_λ ½xᵀJx − ηᵀx − ½λᵀCλ − λᵀ(y − Ax − b), the earlier segment first."""
+    A1, b1, C1, eta1, J1 = earlier
+    A2, b2, C2, eta2, J2 = later
+    eye = jnp.eye(A1.shape[-1], dtype=A1.dtype)
+    mT = lambda M: jnp.swapaxes(M, -1, -2)
+    mv = lambda M, x: jnp.einsum("...ij,...j->...i", M, x)
+    # (I + C1 J2)⁻¹ and its transpose (I + J2 C1)⁻¹ (C1, J2 symmetric)
+    W = jnp.linalg.solve(eye + C1 @ J2, eye)
+    A = A2 @ W @ A1
+    b = mv(A2 @ W, b1 + mv(C1, eta2)) + b2
+    C = A2 @ W @ C1 @ mT(A2) + C2
+    Wt = mT(W)
+    eta = mv(mT(A1) @ Wt, eta2 - mv(J2, b1)) + eta1
+    J = mT(A1) @ Wt @ J2 @ A1 + J1
+    return A, b, 0.5 * (C + mT(C)), eta, 0.5 * (J + mT(J))
+
+
+def lqr_parallel(
+    F: jax.Array,
+    f: jax.Array,
+    C: jax.Array,
+    c: jax.Array,
+    x0: jax.Array,
+    C_final: jax.Array | None = None,
+    c_final: jax.Array | None = None,
+) -> LQRSolution:
+    """:func:`lqr` in O(log T) depth with two associative scans.
+
+    The cross term is removed by u = ũ − C_uu⁻¹(C_ux x + c_u), leaving the state cost
+    ½xᵀ(C_xx − C_xu C_uu⁻¹ C_ux)x + (c_x − C_xu C_uu⁻¹ c_u)ᵀx, the control cost ½ũᵀC_uu ũ and
+    dynamics x' = (F_x − F_u C_uu⁻¹ C_ux) x + F_u ũ + f − F_u C_uu⁻¹ c_u. The reverse scan of
+    the elements (A_t, b_t, F_u C_uu⁻¹ F_uᵀ, −q_t, Q_t) gives every cost-to-go V_t, v_t; the
+    gains follow in parallel; the states come from a scan of x ↦ (F_x + F_u K_t) x + F_u k_t
+    + f_t. Needs C_uu ≻ 0 at every step. Same outputs as :func:`lqr`.
+    """
+    T, n, m = _check_lq(F, f, C, c, x0, C_final, c_final)
+    C_final, c_final = _final(n, F.dtype, C_final, c_final)
+    F_x, F_u = F[:, :, :n], F[:, :, n:]
+    C_xx, C_xu, C_ux, C_uu = C[:, :n, :n], C[:, :n, n:], C[:, n:, :n], C[:, n:, n:]
+    c_x, c_u = c[:, :n], c[:, n:]
+    G = jnp.linalg.solve(C_uu, C_ux)  # [T, m, n]
+    g = jnp.linalg.solve(C_uu, c_u[..., None])[..., 0]  # [T, m]
+    Q = C_xx - C_xu @ G
+    q = c_x - jnp.einsum("tij,tj->ti", C_xu, g)
+    A = F_x - F_u @ G
+    b = f - jnp.einsum("tij,tj->ti", F_u, g)
+    L = F_u @ jnp.linalg.solve(C_uu, jnp.swapaxes(F_u, 1, 2))
+    zeros_nn = jnp.zeros((1, n, n), F.dtype)
+    elements = (
+        jnp.concatenate([A, zeros_nn]),
+        jnp.concatenate([b, jnp.zeros((1, n), F.dtype)]),
+        jnp.concatenate([0.5 * (L + jnp.swapaxes(L, 1, 2)), zeros_nn]),
+        jnp.concatenate([-q, -c_final[None]]),
+        jnp.concatenate([0.5 * (Q + jnp.swapaxes(Q, 1, 2)), C_final[None]]),
+    )
+    # reverse=True hands the operator (later, earlier)
+    _, _, _, eta, J = jax.lax.associative_scan(
+        lambda later, earlier: _combine(earlier, later), elements, reverse=True
+    )
+    V, v = J, -eta  # [T+1, n, n], [T+1, n]
+    K, k, _, _, ds, _, _ = jax.vmap(
+        lambda F_t, f_t, C_t, c_t, V_next, v_next: _gains(F_t, f_t, C_t, c_t, V_next, v_next, n)
+    )(F, f, C, c, V[1:], v[1:])
+    M = F_x + F_u @ K
+    d = jnp.einsum("tij,tj->ti", F_u, k) + f
+
+    def compose(earlier, later):  # x ↦ M2 (M1 x + d1) + d2
+        M1, d1 = earlier
+        M2, d2 = later
+        return M2 @ M1, jnp.einsum("...ij,...j->...i", M2, d1) + d2
+
+    M_cum, d_cum = jax.lax.associative_scan(compose, (M, d))
+    states = jnp.concatenate([x0[None], M_cum @ x0 + d_cum], axis=0)
+    actions = jnp.einsum("tij,tj->ti", K, states[:-1]) + k
+    cost = 0.5 * x0 @ V[0] @ x0 + v[0] @ x0 + jnp.sum(ds)
+    return LQRSolution(states, actions, K, k, V, v, cost)
+
+
+# ----------------------------------------------------------------------------- iLQR
+
+
+def rollout(
+    dynamics: Dynamics,
+    cost: Cost,
+    x0: jax.Array,
+    actions: jax.Array,
+    final_cost: Callable[[jax.Array], jax.Array] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Open-loop states [T+1, n] and total cost of ``actions`` [T, m] from ``x0``."""
+
+    def step(x, inputs):
+        u, t = inputs
+        return dynamics(x, u, t), (x, cost(x, u, t))
+
+    x_T, (xs, costs) = jax.lax.scan(step, x0, (actions, jnp.arange(actions.shape[0])))
+    total = jnp.sum(costs) + (0.0 if final_cost is None else final_cost(x_T))
+    return jnp.concatenate([xs, x_T[None]], axis=0), total
+
+
+def _linearise(dynamics, cost, final_cost, states, actions):
+    """F_t = ∂f/∂z, C_t = ∂²ℓ/∂z², c_t = ∂ℓ/∂z at (x̂_t, û_t), and the final cost's terms."""
+    n = states.shape[-1]
+    z = jnp.concatenate([states[:-1], actions], axis=-1)
+    ts = jnp.arange(actions.shape[0])
+    split = lambda fn: lambda z_t, t: fn(z_t[:n], z_t[n:], t)
+    F = jax.vmap(jax.jacfwd(split(dynamics)))(z, ts)
+    c = jax.vmap(jax.grad(split(cost)))(z, ts)
+    C = jax.vmap(jax.hessian(split(cost)))(z, ts)
+    x_T = states[-1]
+    if final_cost is None:
+        C_final, c_final = jnp.zeros((n, n), z.dtype), jnp.zeros((n,), z.dtype)
+    else:
+        C_final, c_final = jax.hessian(final_cost)(x_T), jax.grad(final_cost)(x_T)
+    return F, c, 0.5 * (C + jnp.swapaxes(C, 1, 2)), 0.5 * (C_final + C_final.T), c_final
+
+
+def ilqr(
+    dynamics: Dynamics,
+    cost: Cost,
+    x0: jax.Array,
+    U0: jax.Array,
+    final_cost: Callable[[jax.Array], jax.Array] | None = None,
+    *,
+    max_iterations: int = 50,
+    tol: float = 1e-6,
+    num_alphas: int = 8,
+    reg_init: float = 0.0,
+    reg_min: float = 1e-6,
+    reg_max: float = 1e10,
+    reg_factor: float = 10.0,
+) -> ILQRSolution:
+    """Iterative LQR from the initial action sequence ``U0`` [T, m].
+
+    Each iteration linearises ``dynamics(x, u, t)`` and quadratises ``cost(x, u, t)`` (and
+    ``final_cost(x_T)``) around the current (x̂, û) by autodiff, runs the LQR backward pass
+    on the deviations with Q_uu + μI, and tries the forward pass on the true dynamics
+
+        u_t = K_t (x_t − x̂_t) + α k_t + û_t,      α ∈ {1, ½, ¼, …} (``num_alphas`` values),
+
+    all α at once (vectorised line search), keeping the largest α whose cost is strictly
+    lower. The regulariser μ follows Levenberg–Marquardt: μ ← max(μ_min, μ/factor) after an
+    accepted step, μ ← max(μ_min, μ·factor) after a rejected step or a non-positive-definite
+    Q_uu (Tassa et al., 2012). It stops when the relative improvement is below ``tol``, when no
+    α improves at μ > ``reg_max``, or after ``max_iterations``. The cost never increases.
+    """
+    check_positive_int("max_iterations", max_iterations)
+    check_positive_int("num_alphas", num_alphas)
+    check_range("tol", tol, 0.0)
+    check_range("reg_factor", reg_factor, 1.0, low_inclusive=False)
+    if U0.ndim != 2 or x0.ndim != 1:
+        raise ValueError(f"x0 has shape {x0.shape} and U0 {U0.shape}; allowed: x0 [n], U0 [T, m]")
+    alphas = 0.5 ** jnp.arange(num_alphas, dtype=U0.dtype)
+    X0, J0 = rollout(dynamics, cost, x0, U0, final_cost)
+
+    def try_alpha(alpha, X, U, K, k):
+        def step(x, inputs):
+            x_hat, u_hat, K_t, k_t, t = inputs
+            u = K_t @ (x - x_hat) + alpha * k_t + u_hat
+            return dynamics(x, u, t), (x, u, cost(x, u, t))
+
+        x_T, (xs, us, costs) = jax.lax.scan(step, x0, (X[:-1], U, K, k, jnp.arange(U.shape[0])))
+        total = jnp.sum(costs) + (0.0 if final_cost is None else final_cost(x_T))
+        total = jnp.where(jnp.isfinite(total), total, jnp.inf)
+        return jnp.concatenate([xs, x_T[None]], axis=0), us, total
+
+    def iterate(carry):
+        X, U, J, K, k, reg, i, done, costs = carry
+        F, c, C, C_final, c_final = _linearise(dynamics, cost, final_cost, X, U)
+        f = jnp.zeros(X[:-1].shape, X.dtype)
+        K_new, k_new, _, _, _, ok, (linear, quadratic) = _backward(
+            F, f, C, c, C_final, c_final, reg=reg
+        )
+        # the model predicts a reduction of −(Σ k·q_u + ½ k·Q_uu k) for α = 1: none is left
+        stationary = ok & (-(jnp.sum(linear) + jnp.sum(quadratic)) <= tol * (1.0 + jnp.abs(J)))
+        Xs, Us, Js = jax.vmap(try_alpha, in_axes=(0, None, None, None, None))(
+            alphas, X, U, K_new, k_new
+        )
+        improved = ok & (Js < J)
+        accept = jnp.any(improved)
+        best = jnp.argmax(improved)  # the largest improving α
+        J_new = jnp.where(accept, Js[best], J)
+        X = jnp.where(accept, Xs[best], X)
+        U = jnp.where(accept, Us[best], U)
+        K = jnp.where(accept, K_new, K)
+        k = jnp.where(accept, k_new, k)
+        small = (J - J_new) <= tol * (1.0 + jnp.abs(J))
+        done = (accept & small) | stationary | (~accept & (reg > reg_max))
+        decreased = jnp.where(reg / reg_factor < reg_min, 0.0, reg / reg_factor)
+        reg = jnp.where(accept, decreased, jnp.maximum(reg_min, reg * reg_factor))
+        costs = jnp.where(jnp.arange(costs.shape[0]) > i, J_new, costs)
+        return X, U, J_new, K, k, reg, i + 1, done, costs
+
+    T, m = U0.shape
+    n = x0.shape[0]
+    init = (
+        X0,
+        U0,
+        J0,
+        jnp.zeros((T, m, n), U0.dtype),
+        jnp.zeros((T, m), U0.dtype),
+        jnp.asarray(reg_init, U0.dtype),
+        jnp.array(0),
+        jnp.array(False),
+        jnp.full((max_iterations + 1,), J0),
+    )
+    X, U, J, K, k, _, i, done, costs = jax.lax.while_loop(
+        lambda carry: (carry[6] < max_iterations) & ~carry[7], iterate, init
+    )
+    return ILQRSolution(X, U, K, k, J, costs, i, done)

@@ -1,0 +1,268 @@
+"""LQR, noisy LQR, parallel LQR and iLQR against dense and closed-form references (float64)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.linalg
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minirl.planning import lqr
+
+pytestmark = pytest.mark.timeout(300)
+
+# jitted once per shape (eager calls would recompile the scans every example)
+LQR = jax.jit(lqr.lqr)
+LQR_GAUSSIAN = jax.jit(lqr.lqr_gaussian)
+LQR_PARALLEL = jax.jit(lqr.lqr_parallel)
+
+SHAPES = st.sampled_from([(1, 1, 1), (3, 2, 1), (5, 3, 2)])  # (T, n, m)
+SEEDS = st.integers(0, 2**31 - 1)
+
+
+def random_problem(seed, T, n, m, scale=0.5):
+    """A random LQ problem with C_t ⪰ 0, C_uu ≻ 0 and a final cost."""
+    rng = np.random.default_rng(seed)
+    F = rng.normal(size=(T, n, n + m)) * scale
+    f = rng.normal(size=(T, n))
+    A = rng.normal(size=(T, n + m, n + m))
+    C = A @ A.transpose(0, 2, 1) / (n + m) + 0.1 * np.eye(n + m)
+    c = rng.normal(size=(T, n + m))
+    B = rng.normal(size=(n, n))
+    C_final = B @ B.T / n
+    c_final = rng.normal(size=n)
+    x0 = rng.normal(size=n)
+    return F, f, C, c, x0, C_final, c_final
+
+
+def dense_qp(F, f, C, c, x0, C_final, c_final):
+    """Solve min ½yᵀHy + hᵀy s.t. x_0 = x0, x_{t+1} = F_t z_t + f_t by its KKT system."""
+    T, n, nm = F.shape
+    m = nm - n
+    N = (T + 1) * n + T * m
+    xi = lambda t: np.arange(t * n, (t + 1) * n)
+    ui = lambda t: (T + 1) * n + np.arange(t * m, (t + 1) * m)
+    H, h = np.zeros((N, N)), np.zeros(N)
+    for t in range(T):
+        z = np.concatenate([xi(t), ui(t)])
+        H[np.ix_(z, z)] += C[t]
+        h[z] += c[t]
+    H[np.ix_(xi(T), xi(T))] += C_final
+    h[xi(T)] += c_final
+    rows = [np.zeros((n, N))]
+    rows[0][:, xi(0)] = np.eye(n)
+    b = [x0]
+    for t in range(T):
+        row = np.zeros((n, N))
+        row[:, xi(t + 1)] = np.eye(n)
+        row[:, np.concatenate([xi(t), ui(t)])] -= F[t]
+        rows.append(row)
+        b.append(f[t])
+    A, b = np.concatenate(rows), np.concatenate(b)
+    kkt = np.block([[H, A.T], [A, np.zeros((A.shape[0], A.shape[0]))]])
+    y = np.linalg.solve(kkt, np.concatenate([-h, b]))[:N]
+    states = y[: (T + 1) * n].reshape(T + 1, n)
+    actions = y[(T + 1) * n :].reshape(T, m)
+    return states, actions, 0.5 * y @ H @ y + h @ y
+
+
+@given(SEEDS, SHAPES)
+def test_lqr_equals_dense_qp(seed, shape):
+    problem = random_problem(seed, *shape)
+    with jax.enable_x64(True):
+        solution = LQR(*map(jnp.asarray, problem))
+        states, actions, cost = dense_qp(*problem)
+        np.testing.assert_allclose(solution.states, states, rtol=1e-7, atol=1e-7)
+        np.testing.assert_allclose(solution.actions, actions, rtol=1e-7, atol=1e-7)
+        np.testing.assert_allclose(solution.cost, cost, rtol=1e-7, atol=1e-7)
+        # the cost reported is the cost of the trajectory returned
+        F, f, C, c, x0, C_final, c_final = problem
+        direct = lqr.trajectory_cost(C, c, solution.states, solution.actions, C_final, c_final)
+        np.testing.assert_allclose(solution.cost, direct, rtol=1e-9, atol=1e-9)
+
+
+@given(SEEDS, SHAPES)
+def test_cost_to_go_symmetric_psd(seed, shape):
+    problem = random_problem(seed, *shape)
+    with jax.enable_x64(True):
+        V = np.asarray(LQR(*map(jnp.asarray, problem)).V)
+    np.testing.assert_allclose(V, V.transpose(0, 2, 1), atol=1e-12)
+    assert np.all(np.linalg.eigvalsh(V) >= -1e-9)
+
+
+def test_long_horizon_approaches_dare():
+    rng = np.random.default_rng(0)
+    n, m, T = 3, 2, 300
+    A = rng.normal(size=(n, n))
+    A = 1.1 * A / np.max(np.abs(np.linalg.eigvals(A)))  # open-loop unstable
+    B = rng.normal(size=(n, m))
+    Q, R = np.eye(n), 0.5 * np.eye(m)
+    P = scipy.linalg.solve_discrete_are(A, B, Q, R)
+    K = -np.linalg.solve(R + B.T @ P @ B, B.T @ P @ A)
+    F = np.broadcast_to(np.concatenate([A, B], axis=1), (T, n, n + m))
+    C = np.broadcast_to(scipy.linalg.block_diag(Q, R), (T, n + m, n + m))
+    with jax.enable_x64(True):
+        solution = lqr.lqr(
+            jnp.asarray(F), jnp.zeros((T, n)), jnp.asarray(C), jnp.zeros((T, n + m)), jnp.ones(n)
+        )
+    np.testing.assert_allclose(solution.V[0], P, rtol=1e-8)
+    np.testing.assert_allclose(solution.K[0], K, rtol=1e-8, atol=1e-10)
+
+
+@given(SEEDS, SHAPES)
+def test_gaussian_lqr_same_gains_and_trace_term(seed, shape):
+    F, f, C, c, x0, C_final, c_final = random_problem(seed, *shape)
+    T, n, _ = shape
+    rng = np.random.default_rng(seed + 1)
+    L = rng.normal(size=(T, n, n)) * 0.3
+    Sigma = L @ L.transpose(0, 2, 1)
+    with jax.enable_x64(True):
+        args = tuple(map(jnp.asarray, (F, f, C, c, x0)))
+        plain = jax.tree.map(np.asarray, LQR(*args, C_final, c_final))
+        noisy = jax.tree.map(np.asarray, LQR_GAUSSIAN(*args, jnp.asarray(Sigma), C_final, c_final))
+    np.testing.assert_allclose(noisy.K, plain.K, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(noisy.k, plain.k, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(noisy.states, plain.states, rtol=1e-12, atol=1e-12)
+    extra = 0.5 * sum(np.trace(plain.V[t + 1] @ Sigma[t]) for t in range(T))
+    np.testing.assert_allclose(noisy.cost - plain.cost, extra, rtol=1e-8, atol=1e-10)
+
+
+def test_gaussian_lqr_expected_cost_matches_monte_carlo():
+    T, n, m = 5, 2, 1
+    F, f, C, c, x0, C_final, c_final = random_problem(3, T, n, m)
+    Sigma = 0.2 * np.eye(n)
+    samples = 20_000
+    with jax.enable_x64(True):
+        args = tuple(map(jnp.asarray, (F, f, C, c, x0)))
+        noisy = lqr.lqr_gaussian(*args, jnp.asarray(Sigma), C_final, c_final)
+        noise = jax.random.multivariate_normal(
+            jax.random.PRNGKey(0), jnp.zeros(n), jnp.asarray(Sigma), (samples, T)
+        )
+
+        def cost(w):
+            states, actions = lqr.closed_loop(args[0], args[1], noisy.K, noisy.k, args[4], w)
+            return lqr.trajectory_cost(C, c, states, actions, C_final, c_final)
+
+        costs = np.asarray(jax.jit(jax.vmap(cost))(noise))
+    error = 4 * costs.std() / np.sqrt(samples)
+    assert abs(costs.mean() - float(noisy.cost)) < error, (costs.mean(), float(noisy.cost), error)
+
+
+@given(SEEDS, st.sampled_from([(1, 1, 1), (4, 2, 1), (7, 3, 2), (16, 2, 2)]))
+def test_parallel_lqr_matches_sequential(seed, shape):
+    problem = random_problem(seed, *shape)
+    with jax.enable_x64(True):
+        args = tuple(map(jnp.asarray, problem))
+        sequential = jax.tree.map(np.asarray, LQR(*args))
+        parallel = jax.tree.map(np.asarray, LQR_PARALLEL(*args))
+    for name in ("states", "actions", "K", "k", "V", "v", "cost"):
+        np.testing.assert_allclose(
+            getattr(parallel, name), getattr(sequential, name), rtol=1e-7, atol=1e-7, err_msg=name
+        )
+
+
+def test_lqr_jit_vmap():
+    problem = random_problem(0, 4, 2, 1)
+    F, f, C, c, x0, C_final, c_final = map(jnp.asarray, problem)
+    x0s = jnp.stack([x0, 2 * x0, -x0])
+    batched = jax.jit(jax.vmap(lqr.lqr, in_axes=(None, None, None, None, 0, None, None)))(
+        F, f, C, c, x0s, C_final, c_final
+    )
+    for i in range(3):
+        single = lqr.lqr(F, f, C, c, x0s[i], C_final, c_final)
+        np.testing.assert_allclose(batched.states[i], single.states, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(batched.cost[i], single.cost, rtol=1e-5)
+
+
+def lq_functions(F, f, C, c, C_final, c_final):
+    def dynamics(x, u, t):
+        return F[t] @ jnp.concatenate([x, u]) + f[t]
+
+    def cost(x, u, t):
+        z = jnp.concatenate([x, u])
+        return 0.5 * z @ C[t] @ z + c[t] @ z
+
+    return dynamics, cost, lambda x: 0.5 * x @ C_final @ x + c_final @ x
+
+
+@settings(max_examples=10)
+@given(SEEDS, SHAPES)
+def test_ilqr_solves_lq_in_one_iteration(seed, shape):
+    problem = random_problem(seed, *shape)
+    T, n, m = shape
+    with jax.enable_x64(True):
+        F, f, C, c, x0, C_final, c_final = map(jnp.asarray, problem)
+        dynamics, cost, final_cost = lq_functions(F, f, C, c, C_final, c_final)
+        U0 = jnp.asarray(np.random.default_rng(seed).normal(size=(T, m)))
+        one = jax.jit(
+            lambda x0, U0: lqr.ilqr(dynamics, cost, x0, U0, final_cost, max_iterations=1)
+        )(x0, U0)
+        exact = LQR(F, f, C, c, x0, C_final, c_final)
+        np.testing.assert_allclose(one.states, exact.states, rtol=1e-7, atol=1e-7)
+        np.testing.assert_allclose(one.actions, exact.actions, rtol=1e-7, atol=1e-7)
+        np.testing.assert_allclose(one.cost, exact.cost, rtol=1e-7, atol=1e-7)
+        # and then it stops: nothing is left to improve
+        full = jax.jit(lambda x0, U0: lqr.ilqr(dynamics, cost, x0, U0, final_cost))(x0, U0)
+        assert bool(full.converged) and int(full.iterations) <= 2
+
+
+def pendulum(params):
+    """A torque-limited pendulum x = (θ, θ̇) with a non-quadratic cost; θ = 0 is upright."""
+    dt, gravity, length = params
+
+    def dynamics(x, u, t):
+        torque = 2.0 * jnp.tanh(u[0])
+        theta_dot = x[1] + dt * (gravity / length * jnp.sin(x[0]) + torque)
+        return jnp.stack([x[0] + dt * theta_dot, theta_dot])
+
+    def cost(x, u, t):
+        return (1.0 - jnp.cos(x[0])) + 0.1 * x[1] ** 2 + 0.01 * u[0] ** 2
+
+    return dynamics, cost, lambda x: 10.0 * (1.0 - jnp.cos(x[0])) + x[1] ** 2
+
+
+@settings(max_examples=15)
+@given(
+    SEEDS,
+    st.floats(0.02, 0.1),
+    st.floats(5.0, 15.0),
+    st.floats(-3.0, 3.0),
+)
+def test_ilqr_cost_never_increases(seed, dt, gravity, theta0):
+    dynamics, cost, final_cost = pendulum((dt, gravity, 1.0))
+    x0 = jnp.array([theta0, 0.0])
+    U0 = 0.5 * jax.random.normal(jax.random.PRNGKey(seed % 1000), (20, 1))
+    solve = jax.jit(lambda x0, U0: lqr.ilqr(dynamics, cost, x0, U0, final_cost, max_iterations=15))
+    solution = solve(x0, U0)
+    costs = np.asarray(solution.costs)
+    assert np.all(np.diff(costs) <= 0.0), costs
+    _, initial = lqr.rollout(dynamics, cost, x0, U0, final_cost)
+    _, final = lqr.rollout(dynamics, cost, x0, solution.actions, final_cost)
+    np.testing.assert_allclose(costs[0], initial, rtol=1e-5)
+    np.testing.assert_allclose(solution.cost, final, rtol=1e-5)
+    assert float(solution.cost) <= float(initial)
+
+
+def test_ilqr_vmaps_over_initial_states():
+    dynamics, cost, final_cost = pendulum((0.05, 10.0, 1.0))
+    x0s = jnp.array([[1.0, 0.0], [-0.5, 1.0]])
+    U0 = jnp.zeros((15, 1))
+    solve = lambda x0: lqr.ilqr(dynamics, cost, x0, U0, final_cost, max_iterations=5)
+    batched = jax.jit(jax.vmap(solve))(x0s)
+    for i in range(2):
+        single = jax.jit(solve)(x0s[i])
+        np.testing.assert_allclose(batched.actions[i], single.actions, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_shapes_raise():
+    F, f, C, c, x0, C_final, c_final = map(jnp.asarray, random_problem(0, 3, 2, 1))
+    with pytest.raises(ValueError, match="f has shape"):
+        lqr.lqr(F, f[:2], C, c, x0)
+    with pytest.raises(ValueError, match="x0 has shape"):
+        lqr.lqr(F, f, C, c, x0[:1])
+    with pytest.raises(ValueError, match="noise_cov has shape"):
+        lqr.lqr_gaussian(F, f, C, c, x0, jnp.eye(3))
+    with pytest.raises(ValueError, match="max_iterations"):
+        dynamics, cost, _ = lq_functions(F, f, C, c, C_final, c_final)
+        lqr.ilqr(dynamics, cost, x0, jnp.zeros((3, 1)), max_iterations=0)

@@ -1,0 +1,108 @@
+"""The MPC loop and ``run_planner``, and the demonstrations (marked ``learning``):
+iLQR swings Pendulum-v1 up, CEM-MPC balances it, MCTS keeps CartPole up."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from minirl.core import rollout
+from minirl.planning import mpc
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def angle_from_upright(theta) -> float:
+    return float(abs((np.asarray(theta) + np.pi) % (2 * np.pi) - np.pi))
+
+
+def test_mpc_vmaps_over_seeds_and_matches_a_loop():
+    env, params = rollout.make_env("Pendulum-v1")
+    planner = mpc.make_planner(
+        "cem", "Pendulum-v1", {"horizon": 5, "num_samples": 16, "num_elites": 4, "iterations": 2}
+    )
+    run = jax.jit(lambda key: mpc.mpc(key, env, params, planner, 20))
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    batched = jax.vmap(run)(keys)
+    for i in range(2):
+        single = run(keys[i])
+        np.testing.assert_allclose(batched.rewards[i], single.rewards, rtol=1e-4, atol=1e-4)
+    assert batched.rewards.shape == (2, 20)
+    np.testing.assert_allclose(batched.episode_return, batched.rewards.sum(-1), rtol=1e-5)
+
+
+def test_mpc_stops_counting_at_the_episode_end():
+    env, params = rollout.make_env("CartPole-v1")
+    always_left = mpc.Planner(lambda s: jnp.zeros(()), lambda key, s, c: (jnp.array(0), c))
+    result = jax.jit(lambda key: mpc.mpc(key, env, params, always_left, 100))(jax.random.PRNGKey(0))
+    length = int(result.episode_length)
+    assert 5 < length < 100  # pushing left only topples the pole
+    assert float(result.episode_return) == length
+    assert bool(result.done[length - 1]) and not bool(result.done[length - 2])
+    assert float(result.rewards[length:].sum()) == 0.0
+
+
+def test_run_planner_reports_per_seed_returns():
+    out = mpc.run_planner(
+        "random_shooting",
+        "Pendulum-v1",
+        seeds=2,
+        steps=10,
+        options={"horizon": 5, "num_samples": 8},
+    )
+    assert out["returns"].shape == (2,) and out["rewards"].shape == (2, 10)
+    assert out["options"]["horizon"] == 5 and out["env_steps"] == 20
+    np.testing.assert_allclose(out["returns"], out["rewards"].sum(-1), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "planner, env_id, options, match",
+    [
+        ("nope", "Pendulum-v1", {}, "planner='nope'"),
+        ("cem", "CartPole-v1", {}, "env='CartPole-v1'"),
+        ("mcts", "Pendulum-v1", {}, "env='Pendulum-v1'"),
+        ("cem", "Pendulum-v1", {"colour": 1}, "unknown option 'colour'"),
+        ("cem", "Pendulum-v1", {"horizon": 0}, "horizon"),
+        ("cem", "Pendulum-v1", {"num_elites": 500}, "num_elites=500"),
+    ],
+)
+def test_run_planner_rejects_bad_input(planner, env_id, options, match):
+    with pytest.raises(ValueError, match=match):
+        mpc.run_planner(planner, env_id, seeds=1, steps=2, options=options)
+
+
+def test_planners_table():
+    for name, (env_ids, defaults) in mpc.PLANNERS.items():
+        assert env_ids and isinstance(defaults, dict)
+        for env_id in env_ids:
+            mpc.make_planner(name, env_id)
+
+
+# ----------------------------------------------------------------------------- demonstrations
+
+
+@pytest.mark.learning
+def test_ilqr_swings_pendulum_up():
+    """iLQR (receding horizon, 40 steps, ≤ 10 iterations per step) on gymnax's
+    differentiable Pendulum transitions, from hanging straight down at rest."""
+    env, params = rollout.make_env("Pendulum-v1")
+    planner = mpc.make_planner("ilqr", "Pendulum-v1")
+    _, state = env.reset(jax.random.PRNGKey(0), params)
+    state = state.replace(theta=jnp.array(jnp.pi), theta_dot=jnp.array(0.0))
+    result = jax.jit(lambda key: mpc.mpc(key, env, params, planner, 200, env_state=state))(
+        jax.random.PRNGKey(0)
+    )
+    assert angle_from_upright(result.final_state.theta) < 0.1
+    assert abs(float(result.final_state.theta_dot)) < 0.5
+
+
+@pytest.mark.learning
+def test_cem_mpc_pendulum():
+    out = mpc.run_planner("cem", "Pendulum-v1", seeds=4)
+    assert np.median(out["returns"]) >= -200.0, out["returns"]
+
+
+@pytest.mark.learning
+def test_mcts_keeps_cartpole_up():
+    out = mpc.run_planner("mcts", "CartPole-v1", seeds=4, options={"num_simulations": 64})
+    assert np.median(out["returns"]) >= 475.0, out["returns"]
