@@ -1,4 +1,5 @@
-"""Planning benchmarks (measured, not asserted); writes benchmarks/RESULTS_planning.md.
+"""Planning benchmarks (measured, not asserted); writes the planning section of
+benchmarks/RESULTS.md.
 
     python benchmarks/bench_planning.py [--quick]
 
@@ -154,7 +155,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller sizes")
     parser.add_argument(
-        "--out", default=os.path.join(os.path.dirname(__file__), "RESULTS_planning.md")
+        "--out", help="write a standalone markdown file instead of the RESULTS.md section"
     )
     args = parser.parse_args()
     horizons = [10, 100, 1000] if args.quick else [10, 100, 1000, 10_000]
@@ -198,9 +199,19 @@ def main() -> None:
         lines.append(f"| {batch} | {rate:,.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    with open(args.out, "w") as handle:
-        handle.write(text)
-    print(f"wrote {args.out}", file=sys.stderr)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text)
+        written = args.out
+    elif args.quick:
+        print("--quick: RESULTS.md left alone (pass --out to keep the numbers)", file=sys.stderr)
+        return
+    else:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from results import update_section
+
+        written = update_section("planning", text)
+    print(f"wrote {written}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
     minirl train ALGO --resume DIR
     minirl eval DIR --episodes K
     minirl plan PLANNER --env ENV_ID --seeds S --out DIR [--set option=value ...]
+    minirl sweep ALGO --env ENV_ID --grid lr=1e-4,3e-4 --grid gamma=0.99,0.995 --seeds S --out DIR
     minirl list
 
 Bad input (unknown algorithm, env, field or value, a wrong action-space type, a corrupt or
@@ -82,6 +83,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="OPTION=VALUE",
         help="override a planner option (e.g. horizon=30); repeatable",
     )
+
+    sweep = commands.add_parser(
+        "sweep", help="a grid of hyperparameters × seeds as one compiled program"
+    )
+    sweep.add_argument("algo", help="algorithm name (see `minirl list`)")
+    sweep.add_argument("--env", required=True, help="gymnax environment id, e.g. CartPole-v1")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="FIELD=V1,V2,...",
+        help="values of a numeric config field (or alias: lr); repeatable; all combinations",
+    )
+    sweep.add_argument(
+        "--zip", action="store_true", help="pair the i-th values of every --grid instead"
+    )
+    sweep.add_argument("--seeds", type=int, default=4, help="seeds per configuration")
+    sweep.add_argument("--seed", type=int, default=0, help="first PRNG seed")
+    sweep.add_argument("--steps", type=int, help="env steps per run (config total_steps)")
+    sweep.add_argument("--out", help="output directory (default runs/sweep-ALGO-ENV)")
+    sweep.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a config field for every run; repeatable",
+    )
+    sweep.add_argument("--chunks", type=int, default=20, help="progress points (jitted chunks)")
+    sweep.add_argument("--devices", type=int, help="use the first K devices (default: all)")
+    sweep.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="jax.distributed coordinator (multi-host)"
+    )
+    sweep.add_argument("--num-processes", type=int, default=1, help="processes in the sweep")
+    sweep.add_argument("--process-id", type=int, default=0, help="this process's index")
 
     commands.add_parser("list", help="algorithms, planners and environments")
     return parser
@@ -258,7 +293,8 @@ def cmd_list(_: argparse.Namespace) -> int:
             kind = rollout.action_kind(env_id)
         except Exception:  # an env that cannot be built here is listed without its type
             kind = "?"
-        fits = [n for n, m in algorithms.items() if getattr(m, "ACTION_KIND", "discrete") == kind]
+        fits = [n for n, m in algorithms.items()
+                if getattr(m, "ACTION_KIND", "discrete") in (kind, "both")]
         print(f"  {env_id:<26} {kind:<10} {', '.join(fits)}")
     from minirl.planning.mpc import PLANNERS
 
@@ -268,10 +304,115 @@ def cmd_list(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    for name, low in (("seeds", 1), ("chunks", 1), ("num_processes", 1), ("process_id", 0)):
+        if getattr(args, name) < low:
+            flag, value = "--" + name.replace("_", "-"), getattr(args, name)
+            raise ValueError(f"{flag}={value} is out of range; allowed: integers ≥ {low}")
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps={args.steps} is out of range; allowed: integers ≥ 1")
+    if args.process_id >= args.num_processes:
+        raise ValueError(f"--process-id={args.process_id} must be < --num-processes")
+    if not args.grid:
+        raise ValueError("give at least one --grid FIELD=V1,V2,... (e.g. --grid lr=1e-4,1e-3)")
+    from minirl import parallel
+
+    if args.coordinator:  # jax.distributed must start before JAX's backends (gymnax's import)
+        try:
+            parallel.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+        except RuntimeError:
+            if build_parser().parse_args(sys.argv[1:]) != args:
+                raise ValueError(
+                    "--coordinator needs a fresh process: run `minirl sweep ...` as a command"
+                ) from None
+            parallel.reexec_distributed(sys.argv[1:])  # does not return
+    elif args.num_processes > 1:
+        raise ValueError("--num-processes > 1 needs --coordinator HOST:PORT")
+    import jax
+
+    algorithms = _algorithms()
+    if args.algo not in algorithms:
+        raise ValueError(f"unknown algorithm {args.algo!r}; choose one of: {', '.join(algorithms)}")
+    algo = algorithms[args.algo]
+    values = parallel.parse_grid(algo.Config, args.grid)
+    overrides = runner.parse_sets(algo.Config, args.set)
+    for name in values:
+        if name in overrides:
+            raise ValueError(f"{name} is given both in --grid and in --set")
+    base = runner.make_config(algo, args.env, args.steps, overrides)
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    if args.devices is not None:
+        if not 1 <= args.devices <= len(devices):
+            raise ValueError(f"--devices={args.devices} is out of range; 1 … {len(devices)} here")
+        devices = devices[: args.devices]
+    mesh = parallel.make_mesh(devices)
+    sizes = [len(v) for v in values.values()]
+    if args.zip and len(set(sizes)) > 1:
+        raise ValueError(f"--zip needs the same number of values in every --grid; got {sizes}")
+    assignments = parallel.zip_values(**values) if args.zip else parallel.grid(**values)
+    num_configs = len(parallel.configs_for(base, assignments))  # each validated here
+    runs = num_configs * args.seeds
+    out_dir = args.out or os.path.join("runs", f"sweep-{args.algo}-{args.env}")
+    lead = jax.process_index() == 0
+    if lead:
+        print(
+            f"sweeping {args.algo} on {args.env}: {num_configs} configurations × {args.seeds} "
+            f"seeds = {runs} runs × {base.total_steps:,} env steps on {mesh.devices.size} "
+            f"device(s), {jax.process_count()} process(es) → {out_dir} (one program per chunk "
+            "length; compiling, then running)",
+            file=sys.stderr,
+        )
+    stream = sys.stderr
+    live = stream.isatty()
+    last = [0.0]
+
+    def progress(run: "parallel.SweepRun", wall: float) -> None:
+        if not lead:
+            return
+        steps = int(run.history[-1]["env_steps"][0]) if run.rows.size else 0
+        recent = runner.final_returns(run.history[-max(1, len(run.history) // 10) :], len(run.rows))
+        with np.errstate(all="ignore"):
+            recent_mean = np.nanmean(recent) if not np.all(np.isnan(recent)) else float("nan")
+        filled = int(28 * steps / max(base.total_steps, 1))
+        line = (
+            f"[{'#' * filled}{'.' * (28 - filled)}] {steps:>9,}/{base.total_steps:,} env steps/run"
+            f" | {steps * runs / max(wall, 1e-9):>10,.0f} steps/s | recent return "
+            f"{recent_mean:8.1f} | {wall:6.1f}s"
+        )
+        done = steps >= base.total_steps
+        if live:
+            stream.write("\r" + line + ("\n" if done else ""))
+            stream.flush()
+        elif done or time.perf_counter() - last[0] > 5.0:
+            stream.write(line + "\n")
+            stream.flush()
+            last[0] = time.perf_counter()
+
+    result = parallel.run_sweep(
+        args.algo,
+        algo,
+        base,
+        values,
+        seeds=args.seeds,
+        seed=args.seed,
+        zipped=args.zip,
+        target_chunks=args.chunks,
+        mesh=mesh,
+        out_dir=out_dir,
+        report=progress,
+    )
+    if lead:
+        parallel.write_sweep_outputs(result, out_dir)
+        parallel.print_ranking(result)
+        print(f"wrote {out_dir}/summary.json, sweep.png")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         commands = {"train": cmd_train, "eval": cmd_eval, "plan": cmd_plan, "list": cmd_list}
+        commands["sweep"] = cmd_sweep
         return commands[args.command](args)
     except (ValueError, checkpoint.CheckpointError) as error:
         print(f"minirl: error: {error}", file=sys.stderr)

@@ -148,7 +148,10 @@ class Config(eqx.Module):
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Tuned on this machine; see README "Presets". Anything not listed uses Config defaults.
-    "CartPole-v1": dict(learning_rate_end_factor=0.0, target_update_period=500),
+    # CartPole: 3-step returns propagate the end-of-episode signal faster, and annealing the
+    # learning rate to 0 with ε → 0.01 stops late collapses; tuned on seeds other than the
+    # learning test's (8 variants × 4 seeds at 100k steps: all 8 medians ≥ 497).
+    "CartPole-v1": dict(n_step=3, learning_rate_end_factor=0.0, epsilon_end=0.01),
     "Acrobot-v1": dict(learning_rate_end_factor=0.0),
     "MountainCar-v0": dict(
         total_steps=300_000, exploration_fraction=0.3, n_step=3, learning_rate_end_factor=0.0

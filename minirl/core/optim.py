@@ -157,10 +157,10 @@ def backtracking_line_search(
 
     def body(carry):
         k = carry[0]
-        new, ok, fraction, kl, improvement = candidate(k.astype(jnp.float32))
-        return k + 1, ok, new, fraction, kl, improvement
+        new, ok, fraction, kl, improvement = candidate(k.astype(zero.dtype))
+        return k + 1, ok, new, *(jnp.asarray(x, zero.dtype) for x in (fraction, kl, improvement))
 
-    zero = jnp.zeros((), jnp.float32)
+    zero = jnp.zeros_like(base_objective)
     init = (jnp.zeros((), jnp.int32), jnp.zeros((), bool), params, zero, zero, zero)
     _, accepted, new, fraction, kl, improvement = jax.lax.while_loop(cond, body, init)
     new = jax.tree.map(lambda a, b: jnp.where(accepted, a, b), new, params)

@@ -104,8 +104,14 @@ def test_tanh_normal_log_prob_includes_change_of_variables(seed):
         log_prob, jax.vmap(lambda x: dist.base.log_prob(x[None]))(u) - jnp.log1p(-a * a),
         rtol=1e-6, atol=1e-6,
     )
-    # … and as a density: it integrates to 1 over (−1, 1); N(atanh a) alone does not.
-    assert abs(float(jnp.trapezoid(jnp.exp(log_prob), a)) - 1.0) < 2e-3
+    # … and as a density: over a = tanh(u), |u| ≤ 7, it integrates to the base Gaussian's
+    # mass of [−7, 7] (N(atanh a) alone, without the Jacobian, does not).
+    grid = jnp.tanh(jnp.linspace(-7.0, 7.0, 400_001))
+    density = jnp.exp(jax.vmap(lambda x: dist.log_prob(x[None]))(grid))
+    mean, std = float(dist.mean[0]), float(jnp.exp(dist.log_std[0]))
+    mass = jax.scipy.stats.norm.cdf((7.0 - mean) / std) - jax.scipy.stats.norm.cdf(
+        (-7.0 - mean) / std)
+    np.testing.assert_allclose(jnp.trapezoid(density, grid), mass, atol=1e-4)
     # The sampler's log-prob (from u, no atanh round trip) agrees with log_prob(a).
     action, sampled_log_prob = dist.sample_and_log_prob(jax.random.PRNGKey(seed % 997))
     if float(jnp.max(jnp.abs(action))) < 0.999:

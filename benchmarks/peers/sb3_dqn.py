@@ -1,0 +1,152 @@
+"""Stable-Baselines3 DQN (CPU PyTorch) on CartPole-v1 with the benchmark's shared
+hyperparameters; prints one JSON line.
+
+Runs inside benchmarks/.venv-sb3, started by bench_dqn.py:
+
+    python sb3_dqn.py --config '<json>' --seeds 4 --threads 1
+
+SB3 has no way to batch seeds inside one model, so ``--seeds N`` runs N independent
+training processes *at the same time* (multiprocessing, spawn), each with
+``torch.set_num_threads(--threads)``. They build their models, wait at a barrier, then
+learn; the aggregate throughput is all env steps divided by the wall time from the first
+``learn`` start to the last ``learn`` end (model construction and evaluation excluded).
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import queue as queue_module
+import sys
+import time
+from importlib import metadata
+
+
+def worker(hp: dict, seed: int, threads: int, eval_episodes: int, barrier, queue) -> None:
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        import gymnasium as gym
+        from stable_baselines3 import DQN
+        from stable_baselines3.common.evaluation import evaluate_policy
+        from stable_baselines3.common.monitor import Monitor
+
+        activation = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[hp["activation"]]
+        model = DQN(
+            "MlpPolicy",
+            hp["env_id"],
+            learning_rate=hp["learning_rate"],
+            buffer_size=hp["buffer_size"],
+            learning_starts=hp["learning_starts"],
+            batch_size=hp["batch_size"],
+            tau=hp["tau"],
+            gamma=hp["gamma"],
+            train_freq=hp["rollout_steps"],
+            gradient_steps=hp["gradient_steps"],
+            target_update_interval=hp["target_update_period"],
+            exploration_fraction=hp["exploration_fraction"],
+            exploration_initial_eps=hp["epsilon_start"],
+            exploration_final_eps=hp["epsilon_end"],
+            max_grad_norm=hp["max_grad_norm"],
+            policy_kwargs={"net_arch": list(hp["hidden"]), "activation_fn": activation},
+            device="cpu",
+            seed=seed,
+            verbose=0,
+        )
+        barrier.wait(timeout=600)
+        start = time.time()
+        model.learn(total_timesteps=hp["total_steps"])
+        end = time.time()
+        returns, _ = evaluate_policy(
+            model,
+            Monitor(gym.make(hp["env_id"])),
+            n_eval_episodes=eval_episodes,
+            deterministic=True,
+            return_episode_rewards=True,
+        )
+        queue.put({
+            "seed": seed,
+            "start": start,
+            "end": end,
+            "env_steps": int(model.num_timesteps),
+            "final_return": float(sum(returns) / len(returns)),
+            "torch_threads": torch.get_num_threads(),
+        })
+    except BaseException as error:  # report, so the parent never waits forever
+        queue.put({"seed": seed, "error": f"{type(error).__name__}: {error}"})
+        barrier.abort()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", required=True, help="shared hyperparameters as JSON")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    args = parser.parse_args()
+    hp = json.loads(args.config)
+    if hp["num_envs"] != 1:
+        raise SystemExit("this runner drives SB3 with one environment per process")
+
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(args.seeds)
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=worker,
+            args=(hp, args.seed + i, args.threads, args.eval_episodes, barrier, queue),
+        )
+        for i in range(args.seeds)
+    ]
+    for proc in procs:
+        proc.start()
+    results = []
+    while len(results) < len(procs):
+        try:
+            results.append(queue.get(timeout=5))
+        except queue_module.Empty:
+            if not any(proc.is_alive() for proc in procs) and queue.empty():
+                codes = [proc.exitcode for proc in procs]
+                results.append({"seed": -1, "error": f"workers died, exit codes {codes}"})
+                break
+    for proc in procs:
+        proc.join(timeout=60)
+    errors = [r["error"] for r in results if "error" in r]
+    if errors:
+        print(f"sb3 worker failed: {errors[0]}", file=sys.stderr)
+        return 1
+    results.sort(key=lambda r: r["seed"])
+    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
+    steps = sum(r["env_steps"] for r in results)
+
+    import torch
+
+    result = {
+        "library": "sb3",
+        "seeds": args.seeds,
+        "parallelism": (
+            f"{args.seeds} concurrent processes, torch.set_num_threads({args.threads}) each"
+            if args.seeds > 1
+            else f"1 process, torch.set_num_threads({args.threads})"
+        ),
+        "torch_threads": args.threads,
+        "env_steps": steps,
+        "compile_s": 0.0,
+        "run_s": wall,
+        "steps_per_s": steps / wall,
+        "per_process_steps_per_s": [r["env_steps"] / (r["end"] - r["start"]) for r in results],
+        "final_return_per_seed": [r["final_return"] for r in results],
+        "versions": {
+            "stable-baselines3": metadata.version("stable-baselines3"),
+            "torch": torch.__version__,
+            "gymnasium": metadata.version("gymnasium"),
+        },
+        "python": sys.version.split()[0],
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
