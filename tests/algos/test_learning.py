@@ -36,3 +36,18 @@ def test_dqn_solves_cartpole_in_100k_steps(double_q):
     finals = train_seeds(config, seeds=4)
     print(f"double_q={double_q}: final returns {np.round(finals, 1)}")
     assert np.median(finals) >= 475, finals
+
+
+@pytest.mark.parametrize(
+    "env_id, target",
+    [
+        ("Catch-bsuite", 0.5),  # return in [−1, 1]: catching ≥ 75% of the balls
+        ("Acrobot-v1", -100.0),  # gym's "solved" threshold for Acrobot
+    ],
+)
+def test_dqn_preset_learns(env_id, target):
+    """The documented presets learn without extra flags (budget: the preset's total_steps)."""
+    config = dqn.Config(**{**dqn.preset(env_id), "env_id": env_id})
+    finals = train_seeds(config, seeds=4)
+    print(f"{env_id}: final returns {np.round(finals, 2)}")
+    assert np.median(finals) >= target, finals
