@@ -439,6 +439,51 @@ def ratios(report: dict) -> list[str]:
 # ----------------------------------------------------------------------------- main
 
 
+
+def run_peers(report: dict, peers: list, algo: str, hp: dict, seeds_list: list[int],
+              skip: set[str], args: argparse.Namespace) -> None:
+    """Run each peer (name, runner script, extra args) in its venv at every seed count;
+    a peer that cannot be built or fails gets an error row, and the rest still runs."""
+    for name, script, extra in peers:
+        if name in skip:
+            continue
+        try:
+            python = ensure_venv(name, HERE / f"requirements-{name}.txt", args.rebuild_venvs,
+                                 timeout=1800)
+        except PeerError as error:
+            log(f"{name}: {error}")
+            report["train"] += [dict(library=name, seeds=s, error=str(error))
+                                for s in seeds_list]
+            continue
+        for seeds in seeds_list:
+            log(f"{name} {algo}, {seeds} seed(s) × {hp['total_steps']:,} steps")
+            try:
+                row = run_peer(python, script, hp, seeds, extra, args.peer_timeout)
+                report["peer_versions"][name] = row.pop("versions", {})
+                report["train"].append(row)
+            except PeerError as error:
+                log(f"{name}: {error}")
+                report["train"].append(dict(library=name, seeds=seeds, error=str(error)))
+
+
+def write_report(report: dict, text: str, output: Path, section: str) -> None:
+    """Print the markdown; write it as ``section`` of RESULTS.md (or to ``output`` itself
+    when another file was asked for) and the raw numbers beside it as JSON."""
+    print(text)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output == HERE / "RESULTS.md":
+        sys.path.insert(0, str(HERE))
+        from results import update_section
+
+        update_section(section, text, output)
+        raw = HERE / f"RESULTS_{section}.json"
+    else:
+        output.write_text(text)
+        raw = output.with_suffix(".json")
+    raw.write_text(json.dumps(report, indent=1, default=str))
+    log(f"wrote {output} (and {raw.name})")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
@@ -515,44 +560,11 @@ def main() -> int:
         ("sb3", "sb3_dqn.py", ["--eval-episodes", str(mode["eval_episodes"]),
                                "--threads", str(args.sb3_threads)]),
     ]
-    for name, script, extra in peers:
-        if name in skip:
-            continue
-        try:
-            python = ensure_venv(name, HERE / f"requirements-{name}.txt", args.rebuild_venvs,
-                                 timeout=1800)
-        except PeerError as error:
-            log(f"{name}: {error}")
-            report["train"] += [dict(library=name, seeds=s, error=str(error))
-                                for s in seeds_list]
-            continue
-        for seeds in seeds_list:
-            log(f"{name} DQN, {seeds} seed(s) × {hp['total_steps']:,} steps")
-            try:
-                row = run_peer(python, script, hp, seeds, extra, args.peer_timeout)
-                report["peer_versions"][name] = row.pop("versions", {})
-                report["train"].append(row)
-            except PeerError as error:
-                log(f"{name}: {error}")
-                report["train"].append(dict(library=name, seeds=seeds, error=str(error)))
-
+    run_peers(report, peers, "DQN", hp, seeds_list, skip, args)
     report["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report["wall_s"] = time.perf_counter() - started
     report["ratios"] = ratios(report)
-    text = render(report)
-    print(text)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output == HERE / "RESULTS.md":
-        sys.path.insert(0, str(HERE))
-        from results import update_section
-
-        update_section("dqn", text, output)
-        raw = HERE / "RESULTS_dqn.json"
-    else:
-        output.write_text(text)
-        raw = output.with_suffix(".json")
-    raw.write_text(json.dumps(report, indent=1, default=str))
-    log(f"wrote {output} (and {raw.name})")
+    write_report(report, render(report), output, "dqn")
     return 0
 
 

@@ -23,7 +23,6 @@ The floor is env only + learner only: what the run would cost if acting were fre
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import shlex
@@ -38,16 +37,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_dqn  # noqa: E402  (the shared venv / peer / report machinery)
 from bench_dqn import (  # noqa: E402
-    PeerError,
     cpu_model,
-    ensure_venv,
     fmt_rate,
     fmt_return,
     last_line,
     log,
     memory_gib,
-    run_peer,
+    run_peers,
     version,
+    write_report,
 )
 
 from minirl.algos import ppo  # noqa: E402
@@ -354,44 +352,11 @@ def main() -> int:
         ("sb3", "sb3_ppo.py", ["--eval-episodes", str(mode["eval_episodes"]),
                                "--threads", str(args.sb3_threads)]),
     ]
-    for name, script, extra in peers:
-        if name in skip:
-            continue
-        try:
-            python = ensure_venv(name, HERE / f"requirements-{name}.txt", args.rebuild_venvs,
-                                 timeout=1800)
-        except PeerError as error:
-            log(f"{name}: {error}")
-            report["train"] += [dict(library=name, seeds=s, error=str(error))
-                                for s in seeds_list]
-            continue
-        for seeds in seeds_list:
-            log(f"{name} PPO, {seeds} seed(s) × {hp['total_steps']:,} steps")
-            try:
-                row = run_peer(python, script, hp, seeds, extra, args.peer_timeout)
-                report["peer_versions"][name] = row.pop("versions", {})
-                report["train"].append(row)
-            except PeerError as error:
-                log(f"{name}: {error}")
-                report["train"].append(dict(library=name, seeds=seeds, error=str(error)))
-
+    run_peers(report, peers, "PPO", hp, seeds_list, skip, args)
     report["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report["wall_s"] = time.perf_counter() - started
     report["ratios"] = ratios(report)
-    text = render(report)
-    print(text)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    if output == HERE / "RESULTS.md":
-        sys.path.insert(0, str(HERE))
-        from results import update_section
-
-        update_section("ppo", text, output)
-        raw = HERE / "RESULTS_ppo.json"
-    else:
-        output.write_text(text)
-        raw = output.with_suffix(".json")
-    raw.write_text(json.dumps(report, indent=1, default=str))
-    log(f"wrote {output} (and {raw.name})")
+    write_report(report, render(report), output, "ppo")
     return 0
 
 
