@@ -591,7 +591,7 @@ def run_sweep(
         keys,
         batched,
         chunks,
-        runner._summarise_chunk,
+        runner.summarise_chunk,
         mesh=mesh,
         report=progress,
     )

@@ -140,12 +140,12 @@ def _chunk_fn(algo: types.ModuleType, length: int) -> Callable:
             return jax.lax.scan(lambda s, _: algo.step(s, config), state, length=length)
 
         state, metrics = jax.vmap(one)(state)
-        return state, _summarise_chunk(metrics)
+        return state, summarise_chunk(metrics)
 
     return jax.jit(run, donate_argnums=0)
 
 
-def _summarise_chunk(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+def summarise_chunk(metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """Per seed: pooled episode sums over the chunk, and means of the learner diagnostics."""
     pooled = ("episodes", "episode_return_sum", "episode_length_sum")
     out = {name: jnp.sum(metrics[name], axis=1) for name in pooled}

@@ -3,26 +3,13 @@ program, seeds vmapped), with the configuration the CLI uses (defaults + the doc
 preset). The final return of a seed is the mean return of the training episodes completed
 in the last 10% of its env steps — what ``minirl train`` reports as ``final_returns``."""
 
-import jax
 import numpy as np
 import pytest
 
 from minirl.algos import ppo
+from tests.algos.learning import train_seeds
 
 pytestmark = pytest.mark.learning
-
-
-def final_returns(metrics, num_iterations: int) -> np.ndarray:
-    last = max(1, num_iterations // 10)
-    episodes = np.asarray(metrics["episodes"][:, -last:]).sum(axis=1)
-    returns = np.asarray(metrics["episode_return_sum"][:, -last:]).sum(axis=1)
-    return returns / np.maximum(episodes, 1)
-
-
-def train_seeds(algo, config, seeds: int = 4) -> np.ndarray:
-    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    _, metrics = jax.jit(jax.vmap(algo.train, in_axes=(0, None)))(keys, config)
-    return final_returns(metrics, config.num_iterations)
 
 
 def preset_config(env_id: str, total_steps: int, **overrides) -> ppo.Config:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from minirl.algos import trpo
-from tests.algos.test_ppo_learning import train_seeds
+from tests.algos.learning import train_seeds
 
 pytestmark = pytest.mark.learning
 
