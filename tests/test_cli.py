@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from minirl import checkpoint, cli, runner
+from minirl.algos import ALGORITHMS
+from minirl.cli import commands
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -51,10 +53,13 @@ def test_train_writes_summary_metrics_curve_and_checkpoint(finished_run, capsys)
         "seeds",
         "final_returns",
         "median_final_return",
+        "diverged_seeds",
         "wall_seconds",
         "env_steps_per_second",
+        "runs_per_program",
     ):
         assert key in summary
+    assert summary["diverged_seeds"] == []
     assert summary["algo"] == "dqn" and summary["env"] == "CartPole-v1"
     assert summary["steps"] == 1200 and summary["seeds"] == 2
     assert len(summary["final_returns"]) == 2
@@ -73,8 +78,8 @@ def test_resume_equals_uninterrupted(finished_run, tmp_path):
     a = json.loads((tmp_path / "summary.json").read_text())
     b = json.loads((finished_run / "summary.json").read_text())
     assert a["final_returns"] == b["final_returns"]
-    state_a = runner.load_run(str(tmp_path), cli._algorithms())[1]
-    state_b = runner.load_run(str(finished_run), cli._algorithms())[1]
+    state_a = runner.load_run(str(tmp_path), ALGORITHMS)[1]
+    state_b = runner.load_run(str(finished_run), ALGORITHMS)[1]
     for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -89,6 +94,51 @@ def test_list_shows_algorithms_and_envs(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "dqn" in out and "CartPole-v1" in out and "Breakout-MinAtar" in out
+    for line in out.splitlines():
+        if line.startswith("  dqn ") or line.startswith("  ppo "):
+            assert line.rstrip().endswith("."), line  # one whole sentence
+    mnist = next(line for line in out.splitlines() if "MNISTBandit" in line)
+    assert "?" not in mnist and "unavailable" in mnist
+
+
+def test_first_sentence_is_whole():
+    doc = "Deep Q-learning: fitted Q-iteration, DQN and\ndouble DQN. More text. Even more."
+    assert commands.first_sentence(doc) == "Deep Q-learning: fitted Q-iteration, DQN and double DQN."
+
+
+def test_env_parameters_from_the_command_line(tmp_path):
+    out = tmp_path / "short"
+    assert train(out, "--set", "env.max_steps_in_episode=20") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_params"] == {"max_steps_in_episode": 20}
+    rows = [r.split(",") for r in (out / "metrics.csv").read_text().splitlines()[1:]]
+    assert max(float(r[5]) for r in rows if r[5]) <= 20  # mean episode length
+
+
+def test_a_diverging_seed_is_reported(tmp_path, capsys):
+    out = tmp_path / "nan"
+    assert train(out, "--set", "learning_rate=1e30", "--set", "max_grad_norm=1e30") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["diverged_seeds"] == [0, 1]
+    captured = capsys.readouterr()
+    assert "DIVERGED" in captured.out and "DIVERGED" in captured.err
+
+
+def test_too_many_seeds_are_refused_before_allocating(capsys):
+    code = cli.main(["train", "dqn", "--env", "CartPole-v1", "--seeds", "100000"])
+    assert code == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "GiB" in err and "--seeds" in err
+    assert "buffer_size" in err  # and names what else reduces it
+
+
+def test_a_library_bug_keeps_its_traceback(monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(runner, "train", broken)
+    with pytest.raises(ValueError, match="an internal bug"):
+        train("/tmp/never-written")
 
 
 @pytest.mark.parametrize(
@@ -102,6 +152,16 @@ def test_list_shows_algorithms_and_envs(capsys):
         (["train", "dqn", "--env", "CartPole-v1", "--set", "batch_size=big"], "batch_size='big'"),
         (["train", "dqn", "--env", "CartPole-v1", "--seeds", "0"], "--seeds=0"),
         (["train", "dqn"], "--env is required"),
+        (["train", "dqn", "--env", "CartPole-v1", "--set", "learning_rate=inf"],
+         "learning_rate=inf is not a finite number"),
+        (["train", "dqn", "--env", "CartPole-v1", "--set", "env.gravty=1"],
+         "unknown env parameter 'gravty'"),
+        (["train", "dqn", "--env", "CartPole-v1", "--set", "env.max_steps_in_episode=0.5"],
+         "env.max_steps_in_episode=0.5 must be an integer"),
+        (["train", "dqn", "--env", "CartPole-v1", "--set", "env.total_mass=3"],
+         "derived"),
+        (["train", "dqn", "--env", "CartPole-v1", "--set", "env.gravity=abc"],
+         "env.gravity='abc' is not a number"),
         (["eval", "/nonexistent/run"], "does not exist"),
     ],
 )
@@ -138,7 +198,7 @@ def test_corrupt_and_foreign_checkpoints_are_refused(finished_run, tmp_path, cap
     assert cli.main(["train", "dqn", "--resume", str(foreign)]) == cli.EXIT_USAGE
     assert "not a minirl checkpoint" in capsys.readouterr().err
     # A checkpoint of a different shape of state (another config) cannot load into this one.
-    state = runner.load_run(str(finished_run), cli._algorithms())[1]
+    state = runner.load_run(str(finished_run), ALGORITHMS)[1]
     meta = checkpoint.read_metadata(finished_run / runner.CHECKPOINT)
     meta["config"]["hidden"] = [32]
     mismatched = tmp_path / "mismatched"
@@ -221,7 +281,8 @@ def test_plan_writes_the_train_summary_files(tmp_path, capsys):
     "argv, message",
     [
         (["plan", "nope", "--env", "Pendulum-v1"], "planner='nope'"),
-        (["plan", "cem", "--env", "CartPole-v1"], "env='CartPole-v1'"),
+        (["plan", "cem", "--env", "CartPole-v1"], "env='CartPole-v1' has discrete actions"),
+        (["plan", "ilqr", "--env", "MountainCarContinuous-v0"], "not supported by ilqr"),
         (["plan", "cem", "--env", "Pendulum-v1", "--set", "bogus=1"], "unknown option 'bogus'"),
         (["plan", "cem", "--env", "Pendulum-v1", "--set", "horizon=x"], "horizon='x'"),
         (["plan", "cem", "--env", "Pendulum-v1", "--set", "horizon=0"], "horizon=0"),
@@ -233,3 +294,71 @@ def test_plan_bad_input_is_one_line(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("minirl: error:") and message in err[-1]
     assert not (tmp_path / "x").exists()
+
+
+SWEEP_TINY = [
+    "--steps", "1000", "--seeds", "2", "--chunks", "2", "--set", "hidden=16",
+    "--set", "buffer_size=500", "--set", "learning_starts=200", "--set", "batch_size=16",
+]
+
+
+def test_sweep_command_writes_summary_table_and_plot(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    code = cli.main(
+        ["sweep", "dqn", "--env", "CartPole-v1", "--grid", "lr=1e-3,1e-4",
+         "--grid", "gamma=0.9,0.99", "--out", str(out), *SWEEP_TINY]
+    )
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["swept"] == {"learning_rate": [1e-3, 1e-4], "gamma": [0.9, 0.99]}
+    assert summary["seeds"] == 2 and summary["runs"] == 8 and summary["steps"] == 1000
+    configurations = summary["configurations"]
+    assert [c["values"] for c in configurations] == [
+        {"learning_rate": lr, "gamma": g} for lr in (1e-3, 1e-4) for g in (0.9, 0.99)
+    ]
+    for c in configurations:
+        assert len(c["final_returns"]) == 2 and c["diverged_seeds"] == []
+        assert c["median_final_return"] == pytest.approx(np.median(c["final_returns"]))
+    medians = [configurations[c]["median_final_return"] for c in summary["ranking"]]
+    assert medians == sorted(medians, reverse=True)
+    assert sorted(c["rank"] for c in configurations) == [1, 2, 3, 4]
+    assert (out / "sweep.png").stat().st_size > 0
+    printed = capsys.readouterr()
+    assert "ranked by median final return" in printed.out and "learning_rate" in printed.out
+    assert "env steps/run" in printed.err  # progress
+
+
+def test_sweep_over_an_env_parameter_caps_the_episodes(tmp_path):
+    """--grid env.max_steps_in_episode=100,500: returns capped at 100 for the first and well
+    above it for the second (PPO's CartPole preset, 100k steps)."""
+    out = tmp_path / "limits"
+    code = cli.main(["sweep", "ppo", "--env", "CartPole-v1", "--grid",
+                     "env.max_steps_in_episode=100,500", "--seeds", "2", "--steps", "100000",
+                     "--chunks", "4", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    short, long = summary["configurations"]
+    assert short["values"] == {"env.max_steps_in_episode": 100}
+    assert max(short["final_returns"]) <= 100
+    assert min(long["final_returns"]) > 150, long["final_returns"]
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        (["hidden=16,32"], "field 'hidden' of dqn is static"),
+        (["lr=fast"], "learning_rate='fast' is not a valid float"),
+        (["nope=1,2"], "unknown field 'nope'"),
+        (["gamma=0.9,1.5"], "gamma=1.5 is out of range"),
+        (["env.nope=1,2"], "unknown env parameter 'nope'"),
+        (["env.max_steps_in_episode=10,0"], "env.max_steps_in_episode=0 is out of range"),
+        ([], "give at least one --grid"),
+    ],
+)
+def test_sweep_command_bad_grid_is_one_line_error(tmp_path, capsys, grid, message):
+    args = ["sweep", "dqn", "--env", "CartPole-v1", "--out", str(tmp_path)]
+    for g in grid:
+        args += ["--grid", g]
+    assert cli.main(args) == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err

@@ -1,6 +1,6 @@
-"""One file per algorithm, each with the contract Config / State / init / learn / step /
-train / act (see DESIGN.md)."""
+"""One file per algorithm, each with the contract Config / Learner / State / init / learn /
+step / train / act (see docs/design.md)."""
 
-from minirl.algos import dqn, ppo, trpo
+from . import dqn, ppo, trpo
 
 ALGORITHMS = {"dqn": dqn, "ppo": ppo, "trpo": trpo}

@@ -7,36 +7,53 @@ reinforcement learning"):
 
     L(θ) = E_{(s, a, …) ~ D} [ ℓ(G − Q_θ(s, a)) ],      ℓ = Huber or ½x²
 
-with, for a window of N stored steps of one environment (k = 0 … N−1),
+The target evaluates a *target policy* π with the target network θ̄. π is ε_π-greedy
+(``target_epsilon``; 0 = greedy) in a selector network: the online network θ for double
+DQN (van Hasselt et al., 2016), the target network θ̄ itself otherwise; its value is
+
+    V̄(s) = Σ_a π(a|s) Q_θ̄(s, a)        = Q_θ̄(s, argmax_a Q_θ(s, a))   double DQN, ε_π = 0
+                                        = max_a Q_θ̄(s, a)               DQN, ε_π = 0.
+
+For a window of N stored steps of one environment (k = 0 … N−1) the target is the
+off-policy return of Munos et al. (2016, "Safe and efficient off-policy RL", eq. 3):
 
     G_k = r_k + d_k [ V̄(s_{k+1}) + c_k (G_{k+1} − q̄_k) ],    G_{N−1} = r_{N−1} + d_{N−1} V̄(s_N)
 
-    d_k  = γ (1 − terminated_k)                   only termination cuts the bootstrap;
-    V̄(s) = max_a Q_θ̄(s, a)                        DQN (target network θ̄), or
-    V̄(s) = Q_θ̄(s, argmax_a Q_θ(s, a))             double DQN (van Hasselt et al., 2016).
+    d_k = γ (1 − terminated_k)          only termination cuts the bootstrap; a truncated step
+                                        bootstraps from V̄ of the *final* observation.
 
-The window stops at an episode end (a truncated step bootstraps from V̄ of the *final*
-observation) and at the newest item in the buffer; within it the trace c_k and the control
-variate q̄_k set how off-policy data are treated (Munos et al., 2016, eq. 3):
+The window also stops (c_k = 0) at an episode end and at the newest item in the buffer.
+Within it the trace c_k and the control variate q̄_k set how off-policy data are treated
+(λ = ``trace_lambda``, 1 by default; a' = a_{k+1}, s' = s_{k+1}; μ the behaviour policy,
+whose probabilities are stored in the buffer):
 
-    "none"        c_k = 1, q̄_k = V̄(s_{k+1})        the uncorrected N-step return
-                                                    (Hessel et al., 2018, "Rainbow");
-    "cut"         c_k = 𝟙[a_{k+1} = argmax Q_θ(s_{k+1}, ·)]: the return is cut at the first
-                  stored action that the current greedy policy would not take
-                  (Watkins's Q(λ), Sutton & Barto, 2018, §12.10);
-    "importance"  c_k = min(ρ̄, π(a_{k+1}|s_{k+1}) / μ(a_{k+1}|s_{k+1})), q̄_k =
-                  Q_θ̄(s_{k+1}, a_{k+1}): per-decision importance sampling with control
-                  variates (Precup et al., 2000; Sutton & Barto, 2018, eq. 7.14) with π
-                  greedy in Q_θ and the behaviour probabilities μ stored in the buffer.
+    "none"        c_k = λ,  q̄_k = V̄(s')           the uncorrected N-step return (Hessel et
+                                                  al., 2018, "Rainbow"); biased towards the
+                                                  behaviour policy's value;
+    "cut"         c_k = λ 𝟙[a' = argmax_a Q_sel(s', a)],  q̄_k = V̄(s')   the return stops at
+                  the first stored action the greedy policy would not take (Watkins's Q(λ),
+                  Sutton & Barto, 2018, §12.10);
+    "importance"  c_k = λ min(ρ̄, π(a'|s') / μ(a'|s')),  q̄_k = Q_θ̄(s', a')   Retrace(λ) with
+                  ρ̄ = ``importance_ratio_clip`` = 1 (Munos et al., 2016); ρ̄ = ∞ and λ = 1 is
+                  per-decision importance sampling with control variates (Precup et al., 2000;
+                  Sutton & Barto, 2018, eq. 7.14), unbiased: E_μ[G_0] = (T^π)^N Q_θ̄ (s_0, a_0).
+                  For any ρ̄, Q^π is the fixed point: E_μ[G_0] = Q^π(s_0, a_0) when Q_θ̄ = Q^π.
 
-N = 1 gives one-step Q-learning for all three. The target network follows
-θ̄ ← τθ + (1 − τ)θ̄ every ``target_update_period`` updates (τ = 1: DQN's hard copy).
+N = 1 gives one-step Q-learning for all three. The lecture notes' "importance sampling"
+correction is the untruncated ratio; we default to Retrace's truncated traces because the
+untruncated product reaches |A|^(N−1) at ε = 1 (a variance the notes warn about), and keep
+``importance_ratio_clip=inf`` for the notes' form.
+
+The target network follows one of two rules (``target_update``): ``"hard"`` copies θ̄ ← θ
+every ``target_update_period`` updates (Mnih et al., 2015); ``"polyak"`` averages
+θ̄ ← τθ + (1 − τ)θ̄ after every update (Lillicrap et al., 2016), τ ≈ 0.005. The notes write
+Polyak averaging as φ' ← τ'φ' + (1 − τ')φ with τ' ≈ 0.999, so our τ = 1 − τ'.
 Exploration is ε-greedy or Boltzmann with linearly annealed ε or temperature.
 
-Contract (minirl/DESIGN.md): ``Config``, ``State``, ``init``, ``learn``, ``step``,
-``train``, ``act``. Static fields set shapes and loop lengths; numeric hyperparameters are
-leaves, so ``jax.vmap(train, in_axes=(0, None))(keys, config)`` sweeps seeds and
-``jax.vmap(train)(keys, minirl.core.config.stack(configs))`` sweeps hyperparameters.
+Contract (docs/design.md): ``Config``, ``Learner``, ``State``, ``init``, ``learn``,
+``step``, ``train``, ``act``. The environment is an argument (``env`` static, ``env_params``
+a pytree); static config fields set shapes and loop lengths, numeric hyperparameters are
+leaves, so one compiled program serves every learning rate, γ or env parameter.
 """
 
 from typing import Any
@@ -46,19 +63,20 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from minirl.core import buffer as replay
-from minirl.core import exploration, losses, nets, returns, rollout
-from minirl.core.config import check_choice, check_positive_int, check_range
-from minirl.core.optim import adam_with_clipping, periodic_target_update, set_learning_rate
+from ..core import buffer as replay
+from ..core import exploration, losses, nets, returns, rollout
+from ..core.config import ConfigError, check_choice, check_positive_int, check_range
+from ..core.optim import adam_with_clipping, hard_target_update, polyak_update, set_learning_rate
 
+ACTION_KIND = "discrete"
 OFF_POLICY_CORRECTIONS = ("none", "cut", "importance")
 EXPLORATIONS = ("epsilon_greedy", "boltzmann")
+TARGET_UPDATES = ("hard", "polyak")
 
 
 class Config(eqx.Module):
     """DQN hyperparameters. Static fields fix shapes and loop lengths; the rest are leaves."""
 
-    env_id: str = eqx.field(static=True, default="CartPole-v1")
     total_steps: int = eqx.field(static=True, default=100_000)  # env steps, all envs together
     num_envs: int = eqx.field(static=True, default=1)  # parallel environments
     rollout_steps: int = eqx.field(static=True, default=1)  # env steps per env per iteration
@@ -73,55 +91,48 @@ class Config(eqx.Module):
     off_policy_correction: str = eqx.field(static=True, default="none")  # see module doc
     loss: str = eqx.field(static=True, default="huber")  # "huber" | "squared"
     exploration: str = eqx.field(static=True, default="epsilon_greedy")  # or "boltzmann"
+    target_update: str = eqx.field(static=True, default="hard")  # "hard" | "polyak"
 
     learning_rate: float = 5e-4  # Adam step size at the start
     learning_rate_end_factor: float = 1.0  # lr anneals linearly to lr × this at the end
     max_grad_norm: float = 10.0  # global-norm gradient clipping
     adam_eps: float = 1e-8
     gamma: float = 0.99  # discount γ
-    tau: float = 1.0  # target update θ̄ ← τθ + (1 − τ)θ̄ …
-    target_update_period: int = 500  # … every this many updates
+    target_update_period: int = 500  # "hard": θ̄ ← θ every this many updates
+    tau: float = 0.005  # "polyak": θ̄ ← τθ + (1 − τ)θ̄ after every update
     epsilon_start: float = 1.0  # ε-greedy: ε anneals linearly from start …
     epsilon_end: float = 0.05  # … to end …
     exploration_fraction: float = 0.2  # … over this fraction of total_steps
     temperature_start: float = 1.0  # Boltzmann: temperature anneals likewise
     temperature_end: float = 0.05
     huber_delta: float = 1.0  # Huber threshold δ
-    importance_ratio_clip: float = float("inf")  # ρ̄ for off_policy_correction="importance"
+    target_epsilon: float = 0.0  # ε_π of the target policy π (0: greedy)
+    trace_lambda: float = 1.0  # λ of the traces c_k (all three corrections)
+    importance_ratio_clip: float = 1.0  # ρ̄ of "importance" (1: Retrace; inf: plain IS)
 
     def __check_init__(self) -> None:
-        if rollout.action_kind(self.env_id) != "discrete":
-            raise ValueError(
-                f"env={self.env_id!r} has continuous actions; dqn needs a discrete action space"
-            )
-        for name in (
-            "total_steps",
-            "num_envs",
-            "rollout_steps",
-            "gradient_steps",
-            "buffer_size",
-            "batch_size",
-            "n_step",
-        ):
+        for name in ("total_steps", "num_envs", "rollout_steps", "gradient_steps",
+                     "buffer_size", "batch_size", "n_step"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("learning_starts", self.learning_starts, minimum=0)
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ValueError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
         check_choice("network", self.network, ("auto", "mlp", "cnn"))
         check_choice("off_policy_correction", self.off_policy_correction, OFF_POLICY_CORRECTIONS)
         check_choice("loss", self.loss, ("huber", "squared"))
         check_choice("exploration", self.exploration, EXPLORATIONS)
+        check_choice("target_update", self.target_update, TARGET_UPDATES)
         check_choice("double_q", self.double_q, (True, False))
         if self.buffer_size % self.num_envs:
-            raise ValueError(
+            raise ConfigError(
                 f"buffer_size={self.buffer_size} must be a multiple of num_envs={self.num_envs}"
             )
         if self.batch_size > self.buffer_size:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_size={self.batch_size} is larger than buffer_size={self.buffer_size}"
             )
         if self.total_steps < self.num_envs * self.rollout_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"total_steps={self.total_steps} is less than one iteration "
                 f"(num_envs × rollout_steps = {self.num_envs * self.rollout_steps})"
             )
@@ -130,20 +141,34 @@ class Config(eqx.Module):
         check_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
         check_range("adam_eps", self.adam_eps, 0.0, low_inclusive=False)
         check_range("gamma", self.gamma, 0.0, 1.0, low_inclusive=False)
-        check_range("tau", self.tau, 0.0, 1.0, low_inclusive=False)
         check_range("target_update_period", self.target_update_period, 1.0)
+        check_range("tau", self.tau, 0.0, 1.0, low_inclusive=False)
         check_range("epsilon_start", self.epsilon_start, 0.0, 1.0)
         check_range("epsilon_end", self.epsilon_end, 0.0, 1.0)
         check_range("exploration_fraction", self.exploration_fraction, 0.0, 1.0)
         check_range("temperature_start", self.temperature_start, 0.0, low_inclusive=False)
         check_range("temperature_end", self.temperature_end, 0.0, low_inclusive=False)
         check_range("huber_delta", self.huber_delta, 0.0, low_inclusive=False)
-        check_range("importance_ratio_clip", self.importance_ratio_clip, 0.0, low_inclusive=False)
+        check_range("target_epsilon", self.target_epsilon, 0.0, 1.0)
+        check_range("trace_lambda", self.trace_lambda, 0.0, 1.0)
+        check_range("importance_ratio_clip", self.importance_ratio_clip, 0.0,
+                    low_inclusive=False, allow_inf=True)
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs * self.rollout_steps
 
     @property
     def num_iterations(self) -> int:
         """Iterations of ``step``; each collects ``num_envs × rollout_steps`` env steps."""
-        return self.total_steps // (self.num_envs * self.rollout_steps)
+        return self.total_steps // self.steps_per_iteration
+
+    @property
+    def num_updates(self) -> int:
+        """Gradient updates in a whole run: K per iteration once ``learning_starts`` env steps
+        are in the buffer (the horizon of the learning-rate schedule)."""
+        first = max(1, -(-self.learning_starts // self.steps_per_iteration))
+        return max(1, self.num_iterations - first + 1) * self.gradient_steps
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -178,19 +203,29 @@ def preset(env_id: str) -> dict[str, Any]:
     return dict(PRESETS.get(env_id, {}))
 
 
-class State(eqx.Module):
-    params: eqx.Module  # online Q-network θ
+# ----------------------------------------------------------------------------- state
+
+
+class Learner(eqx.Module):
+    """What ``learn`` reads and writes: nothing about acting or the environment."""
+
+    params: eqx.Module  # online Q-network θ: obs → Q(obs, ·) [A]
     target_params: eqx.Module  # target network θ̄
     opt_state: optax.OptState
+    updates: jax.Array  # int32: gradient updates done so far (drives the lr schedule)
+
+
+class State(eqx.Module):
+    learner: Learner
     buffer: replay.ReplayBuffer  # Transition items, time-major across num_envs streams
     env: rollout.EnvCarry
     key: jax.Array
     env_steps: jax.Array  # int32: env steps collected so far (all envs)
-    updates: jax.Array  # int32: gradient updates done so far
 
 
 class Batch(eqx.Module):
-    """N-step windows: ``transitions`` leaves ``[B, N, ...]``, ``valid`` ``[B, N]``."""
+    """N-step windows: ``transitions`` leaves ``[B, N, ...]``, ``valid`` ``[B, N]`` (False
+    for window items past the newest one written); ``policy_info`` is μ(a|s)."""
 
     transitions: rollout.Transition
     valid: jax.Array
@@ -200,13 +235,42 @@ def _optimizer(config: Config) -> optax.GradientTransformation:
     return adam_with_clipping(config.learning_rate, config.max_grad_norm, config.adam_eps)
 
 
-def init(key: jax.Array, config: Config) -> State:
-    env, env_params = rollout.make_env(config.env_id)
-    net_key, env_key, key = jax.random.split(key, 3)
-    obs_shape = rollout.observation_shape(config.env_id)
-    params = nets.make_network(
-        obs_shape, rollout.num_actions(config.env_id), config.hidden, config.network, net_key
+def default_network(key: jax.Array, config: Config, env: Any, env_params: Any) -> eqx.Module:
+    """An MLP (or, for ``[H, W, C]`` observations, the MinAtar CNN) from obs to Q-values."""
+    obs_shape = rollout.observation_shape(env, env_params)
+    return nets.make_network(
+        obs_shape, rollout.num_actions(env, env_params), config.hidden, config.network, key
     )
+
+
+def _check_network(network: eqx.Module, env: Any, env_params: Any) -> None:
+    obs = jax.ShapeDtypeStruct(rollout.observation_shape(env, env_params), jnp.float32)
+    want = (rollout.num_actions(env, env_params),)
+    try:
+        out = eqx.filter_eval_shape(network, obs)
+    except Exception as error:
+        raise ConfigError(f"network cannot be applied to one observation {obs.shape}: {error}")
+    if getattr(out, "shape", None) != want:
+        raise ConfigError(
+            f"network maps an observation {obs.shape} to shape {getattr(out, 'shape', out)}; "
+            f"dqn needs Q-values of shape {want}"
+        )
+
+
+def init(
+    key: jax.Array, config: Config, env: Any, env_params: Any, network: Any = None
+) -> State:
+    """A fresh run: the Q-network, a copied target, Adam, an empty buffer and ``num_envs``
+    reset envs. ``network`` is a user's ``eqx.Module`` mapping one observation to Q-values
+    ``[A]``, or a factory ``key -> module`` (see ``core.nets.resolve``); default: an
+    MLP, or the MinAtar CNN for ``[H, W, C]`` observations."""
+    rollout.require_action_kind(env, env_params, ACTION_KIND, "dqn")
+    net_key, env_key, key = jax.random.split(key, 3)
+    network = nets.resolve(
+        network, net_key, lambda k: default_network(k, config, env, env_params)
+    )
+    _check_network(network, env, env_params)
+    network = nets.arrays_only(network)  # function fields become static: it rides in scan
     env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
     example = rollout.Transition(
         obs=env_carry.obs[0],
@@ -217,20 +281,26 @@ def init(key: jax.Array, config: Config) -> State:
         truncated=jnp.zeros((), bool),
         policy_info=jnp.zeros((), jnp.float32),  # behaviour probability μ(a|s)
     )
-    return State(
-        params=params,
+    learner = Learner(
+        params=network,
         # A copy, not the same arrays: donating a fresh state must not donate a buffer twice.
-        target_params=jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, params),
-        opt_state=_optimizer(config).init(eqx.filter(params, eqx.is_array)),
+        target_params=jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, network),
+        opt_state=_optimizer(config).init(eqx.filter(network, eqx.is_array)),
+        updates=jnp.zeros((), jnp.int32),
+    )
+    return State(
+        learner=learner,
         buffer=replay.init(config.buffer_size, example),
         env=env_carry,
         key=key,
         env_steps=jnp.zeros((), jnp.int32),
-        updates=jnp.zeros((), jnp.int32),
     )
 
 
-def _q(params: eqx.Module, obs: jax.Array, batch_dims: int = 1) -> jax.Array:
+# ----------------------------------------------------------------------------- the target
+
+
+def q_values(params: eqx.Module, obs: jax.Array, batch_dims: int = 1) -> jax.Array:
     """Q-values ``[..., A]`` for observations with ``batch_dims`` leading batch axes."""
     q_fn = params
     for _ in range(batch_dims):
@@ -238,36 +308,46 @@ def _q(params: eqx.Module, obs: jax.Array, batch_dims: int = 1) -> jax.Array:
     return q_fn(obs)
 
 
+def target_policy(q_select: jax.Array, config: Config) -> jax.Array:
+    """π(·|s) ``[..., A]``: ε_π-greedy in the selector network's Q-values."""
+    return exploration.epsilon_greedy_probs(q_select, config.target_epsilon)
+
+
 def n_step_targets(
     params: eqx.Module, target_params: eqx.Module, batch: Batch, config: Config
 ) -> jax.Array:
-    """The N-step targets G_0 of a batch of windows (module docstring), ``[B]``."""
+    """The off-policy N-step targets G_0 of a batch of windows (module docstring), ``[B]``."""
     tr = batch.transitions
-    q_next_target = _q(target_params, tr.next_obs, 2)  # [B, N, A]
-    q_next_online = _q(params, tr.next_obs, 2) if config.double_q else q_next_target
-    next_values = losses.q_learning_target_value(q_next_target, q_next_online, config.double_q)
-    discounts = config.gamma * (1.0 - tr.terminated.astype(jnp.float32))
+    q_target = q_values(target_params, tr.next_obs, 2)  # Q_θ̄(s_{k+1}, ·)  [B, N, A]
+    q_select = q_values(params, tr.next_obs, 2) if config.double_q else q_target
+    pi = target_policy(q_select, config)
+    next_values = jnp.sum(pi * q_target, axis=-1)  # V̄(s_{k+1})  [B, N]
+    dtype = tr.reward.dtype
+    discounts = config.gamma * (1.0 - tr.terminated.astype(dtype))
 
-    # Continuing from step k to k+1 needs step k+1 in the buffer and no episode end at k.
-    continues = batch.valid[:, 1:] & ~tr.done[:, :-1]  # [B, N-1]
-    next_actions = tr.action[:, 1:]
+    # Continuing from step k to k+1 needs step k+1 in the buffer and no episode end at k;
+    # then s_{k+1} = next_obs[k], so its Q-values above serve for the traces too.
+    continues = (batch.valid[:, 1:] & ~tr.done[:, :-1]).astype(dtype)  # [B, N-1]
+    next_action = tr.action[:, 1:, None]  # a_{k+1}
     if config.off_policy_correction == "none":
-        traces, q_taken = continues.astype(jnp.float32), next_values[:, :-1]
+        traces, control = continues, next_values[:, :-1]
+    elif config.off_policy_correction == "cut":
+        greedy = jnp.argmax(q_select[:, :-1], axis=-1)
+        traces = continues * (tr.action[:, 1:] == greedy)
+        control = next_values[:, :-1]
     else:
-        greedy = jnp.argmax(_q(params, tr.obs[:, 1:], 2), axis=-1)  # π(·|s_{k+1}) is greedy in θ
-        on_policy = (next_actions == greedy).astype(jnp.float32)
-        if config.off_policy_correction == "cut":
-            traces, q_taken = continues * on_policy, next_values[:, :-1]
-        else:
-            ratio = on_policy / jnp.maximum(tr.policy_info[:, 1:], 1e-8)
-            traces = continues * jnp.minimum(ratio, config.importance_ratio_clip)
-            q_next_taken = _q(target_params, tr.obs[:, 1:], 2)
-            q_taken = jnp.take_along_axis(q_next_taken, next_actions[..., None], -1)[..., 0]
+        pi_taken = jnp.take_along_axis(pi[:, :-1], next_action, -1)[..., 0]
+        ratio = pi_taken / jnp.maximum(tr.policy_info[:, 1:], 1e-8)
+        traces = continues * jnp.minimum(ratio, config.importance_ratio_clip)
+        control = jnp.take_along_axis(q_target[:, :-1], next_action, -1)[..., 0]
+    traces = config.trace_lambda * traces
     pad = jnp.zeros_like(tr.reward[:, :1])
-    traces = jnp.concatenate([traces, pad], axis=1)
-    q_taken = jnp.concatenate([q_taken, pad], axis=1)
     targets = jax.vmap(returns.off_policy_n_step_return)(
-        tr.reward, discounts, next_values, q_taken, traces
+        tr.reward,
+        discounts,
+        next_values,
+        jnp.concatenate([control, pad], axis=1),
+        jnp.concatenate([traces, pad], axis=1),
     )
     return jax.lax.stop_gradient(targets)
 
@@ -277,43 +357,46 @@ def loss_fn(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean TD loss of the first step of each window, and diagnostics."""
     targets = n_step_targets(params, target_params, batch, config)
-    first = batch.transitions.obs[:, 0]
-    q_values = _q(params, first)
-    q_taken = jnp.take_along_axis(q_values, batch.transitions.action[:, 0, None], -1)[:, 0]
+    q_all = q_values(params, batch.transitions.obs[:, 0])
+    q_taken = jnp.take_along_axis(q_all, batch.transitions.action[:, 0, None], -1)[:, 0]
     td_error = targets - q_taken
     loss = jnp.mean(losses.td_loss(td_error, config.loss, config.huber_delta))
     return loss, {"q_mean": jnp.mean(q_taken), "td_abs": jnp.mean(jnp.abs(td_error))}
 
 
-def learn(state: State, batch: Batch, config: Config) -> tuple[State, dict[str, jax.Array]]:
-    """One gradient step on ``batch``, then the target-network update. Pure."""
+# ----------------------------------------------------------------------------- learn
+
+
+def learn(learner: Learner, batch: Batch, config: Config) -> tuple[Learner, dict[str, jax.Array]]:
+    """One Adam step on ``batch``, then the target-network update. Pure; needs no env."""
     learning_rate = config.learning_rate * exploration.linear_schedule(
-        state.env_steps, 1.0, config.learning_rate_end_factor, config.total_steps
+        learner.updates, 1.0, config.learning_rate_end_factor, config.num_updates
     )
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, state.target_params, batch, config
+        learner.params, learner.target_params, batch, config
     )
-    opt_state = set_learning_rate(state.opt_state, learning_rate)
+    opt_state = set_learning_rate(learner.opt_state, learning_rate)
     updates, opt_state = _optimizer(config).update(
-        eqx.filter(grads, eqx.is_array), opt_state, eqx.filter(state.params, eqx.is_array)
+        eqx.filter(grads, eqx.is_array), opt_state, eqx.filter(learner.params, eqx.is_array)
     )
-    params = eqx.apply_updates(state.params, updates)
-    update_count = state.updates + 1
-    target_params = periodic_target_update(
-        params, state.target_params, update_count, config.target_update_period, config.tau
-    )
-    state = eqx.tree_at(
-        lambda s: (s.params, s.target_params, s.opt_state, s.updates),
-        state,
-        (params, target_params, opt_state, update_count),
-    )
-    return state, {"loss": loss, "learning_rate": learning_rate, **aux}
+    params = eqx.apply_updates(learner.params, updates)
+    count = learner.updates + 1
+    if config.target_update == "hard":
+        target = hard_target_update(params, learner.target_params, count,
+                                    config.target_update_period)
+    else:
+        target = polyak_update(params, learner.target_params, config.tau)
+    metrics = {"loss": loss, "learning_rate": learning_rate, **aux}
+    return Learner(params, target, opt_state, count), metrics
 
 
-def sample_batch(state: State, key: jax.Array, config: Config) -> Batch:
+# ----------------------------------------------------------------------------- step / train
+
+
+def sample_batch(buffer: replay.ReplayBuffer, key: jax.Array, config: Config) -> Batch:
     """``batch_size`` windows of ``n_step`` consecutive steps of one environment each."""
     transitions, valid = replay.sample_sequences(
-        state.buffer, key, config.batch_size, config.n_step, stride=config.num_envs
+        buffer, key, config.batch_size, config.n_step, stride=config.num_envs
     )
     return Batch(transitions, valid)
 
@@ -330,22 +413,24 @@ def exploration_parameter(env_steps: jax.Array, config: Config) -> jax.Array:
     )
 
 
-def _explore(key: jax.Array, q_values: jax.Array, parameter: jax.Array, config: Config):
+def _explore(key: jax.Array, q: jax.Array, parameter: jax.Array, config: Config):
     if config.exploration == "epsilon_greedy":
-        return exploration.epsilon_greedy(key, q_values, parameter)
-    return exploration.boltzmann(key, q_values, parameter)
+        return exploration.epsilon_greedy(key, q, parameter)
+    return exploration.boltzmann(key, q, parameter)
 
 
-def step(state: State, config: Config) -> tuple[State, dict[str, jax.Array]]:
+def step(
+    state: State, config: Config, env: Any, env_params: Any
+) -> tuple[State, dict[str, jax.Array]]:
     """Collect ``num_envs × rollout_steps`` env steps, store them, then K updates."""
-    env, env_params = rollout.make_env(config.env_id)
     key, collect_key, learn_key = jax.random.split(state.key, 3)
     parameter = exploration_parameter(state.env_steps, config)
+    params = state.learner.params
 
     def policy(key: jax.Array, obs: jax.Array):
         keys = jax.random.split(key, obs.shape[0])
-        q_values = _q(state.params, obs)
-        return jax.vmap(_explore, in_axes=(0, 0, None, None))(keys, q_values, parameter, config)
+        q = q_values(params, obs)
+        return jax.vmap(_explore, in_axes=(0, 0, None, None))(keys, q, parameter, config)
 
     env_carry, trajectory = rollout.collect(
         collect_key, env, env_params, state.env, policy, config.rollout_steps
@@ -361,28 +446,25 @@ def step(state: State, config: Config) -> tuple[State, dict[str, jax.Array]]:
     )
     # [T, E] → [T·E] in time-major order, so item i + E is the same env one step later.
     stored = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stored)
-    env_steps = state.env_steps + config.num_envs * config.rollout_steps
-    state = eqx.tree_at(
-        lambda s: (s.buffer, s.env, s.key, s.env_steps),
-        state,
-        (replay.add(state.buffer, stored), env_carry, key, env_steps),
-    )
+    buffer = replay.add(state.buffer, stored)
+    env_steps = state.env_steps + config.steps_per_iteration
 
-    def update(state: State, key: jax.Array):
-        return learn(state, sample_batch(state, key, config), config)
+    def update(learner: Learner, key: jax.Array):
+        return learn(learner, sample_batch(buffer, key, config), config)
 
-    def updates(state: State) -> tuple[State, dict[str, jax.Array]]:
-        state, metrics = jax.lax.scan(
-            update, state, jax.random.split(learn_key, config.gradient_steps)
+    def updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
+        learner, metrics = jax.lax.scan(
+            update, learner, jax.random.split(learn_key, config.gradient_steps)
         )
-        return state, jax.tree.map(jnp.mean, metrics)
+        return learner, jax.tree.map(jnp.mean, metrics)
 
-    def no_updates(state: State) -> tuple[State, dict[str, jax.Array]]:
-        return state, jax.tree.map(jnp.zeros_like, jax.eval_shape(updates, state)[1])
+    def no_updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
+        return learner, jax.tree.map(jnp.zeros_like, jax.eval_shape(updates, learner)[1])
 
-    state, learn_metrics = jax.lax.cond(
-        env_steps >= config.learning_starts, updates, no_updates, state
+    learner, learn_metrics = jax.lax.cond(
+        env_steps >= config.learning_starts, updates, no_updates, state.learner
     )
+    state = State(learner, buffer, env_carry, key, env_steps)
     metrics = {
         **rollout.episode_metrics(trajectory),
         **learn_metrics,
@@ -392,10 +474,18 @@ def step(state: State, config: Config) -> tuple[State, dict[str, jax.Array]]:
     return state, metrics
 
 
-def train(key: jax.Array, config: Config) -> tuple[State, dict[str, jax.Array]]:
+def train(
+    key: jax.Array,
+    config: Config,
+    env: Any,
+    env_params: Any,
+    network: Any = None,
+) -> tuple[State, dict[str, jax.Array]]:
     """A whole run: ``init`` then ``lax.scan`` of ``step``; metrics stacked per iteration."""
-    state = init(key, config)
-    return jax.lax.scan(lambda s, _: step(s, config), state, length=config.num_iterations)
+    state = init(key, config, env, env_params, network)
+    return jax.lax.scan(
+        lambda s, _: step(s, config, env, env_params), state, length=config.num_iterations
+    )
 
 
 def act(
@@ -406,8 +496,8 @@ def act(
     deterministic: bool = False,
 ) -> jax.Array:
     """An action for one observation: greedy, or ε-greedy / Boltzmann at the final ε / T."""
-    q_values = params(obs)
+    q = params(obs)
     if deterministic:
-        return jnp.argmax(q_values)
+        return jnp.argmax(q)
     final = config.epsilon_end if config.exploration == "epsilon_greedy" else config.temperature_end
-    return _explore(key, q_values, final, config)[0]
+    return _explore(key, q, final, config)[0]

@@ -31,10 +31,18 @@ by the *global* environment index. So the sharded computation equals the single-
 up to floating-point reassociation. Minibatches are stratified: every minibatch holds
 ``rollout_steps / num_minibatches`` randomly chosen time steps of every environment.
 
-Contract (minirl/DESIGN.md): ``Config``, ``State``, ``init``, ``learn``, ``step``,
-``train``, ``act``. ``jax.vmap(train, in_axes=(0, None))(keys, config)`` sweeps seeds and
-``jax.vmap(train)(keys, minirl.core.config.stack(configs))`` sweeps learning rate, γ, λ, the
-clip range, δ, the entropy coefficient and the other numeric fields without recompiling.
+The lecture notes weight the policy-gradient terms by γ^t; like every practical
+implementation (and Schulman et al., 2017) we drop that factor, which would otherwise shrink
+the gradient of late steps of long episodes to nothing: the objective is the undiscounted
+state distribution's surrogate, a biased but far lower-variance estimator (Thomas, 2014,
+"Bias in natural actor-critic algorithms").
+
+Contract (docs/design.md): ``Config``, ``Learner``, ``State``, ``init``, ``learn``,
+``step``, ``train``, ``act``; the environment is an argument (``env`` static,
+``env_params`` a pytree). ``jax.vmap(train, in_axes=(0, None, None, None))`` sweeps seeds
+and ``jax.vmap(train, in_axes=(0, 0, None, None))(keys, minirl.core.config.stack(configs),
+env, env_params)`` sweeps learning rate, γ, λ, the clip range, δ, the entropy coefficient
+and the other numeric fields without recompiling.
 """
 
 from typing import Any
@@ -44,9 +52,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from minirl.core import distributions, exploration, losses, nets, returns, rollout
-from minirl.core.config import check_choice, check_positive_int, check_range
-from minirl.core.optim import adam_with_clipping, normalize_advantages, set_learning_rate
+from ..core import distributions, exploration, losses, nets, returns, rollout
+from ..core.config import ConfigError, check_choice, check_positive_int, check_range
+from ..core.optim import adam_with_clipping, normalize_advantages, set_learning_rate
 
 ACTION_KIND = "both"  # discrete (Categorical) and continuous (Gaussian / tanh-Gaussian)
 OBJECTIVES = ("clip", "lagrangian")
@@ -56,7 +64,6 @@ ACTIVATIONS = {"tanh": jax.nn.tanh, "relu": jax.nn.relu}
 class Config(eqx.Module):
     """PPO hyperparameters. Static fields fix shapes and loop lengths; the rest are leaves."""
 
-    env_id: str = eqx.field(static=True, default="CartPole-v1")
     total_steps: int = eqx.field(static=True, default=200_000)  # env steps, all envs together
     num_envs: int = eqx.field(static=True, default=8)  # parallel environments
     rollout_steps: int = eqx.field(static=True, default=128)  # steps per env per iteration
@@ -87,24 +94,23 @@ class Config(eqx.Module):
     dual_learning_rate: float = 10.0  # lagrangian: α in λ ← max(0, λ + α (KL − δ))
 
     def __check_init__(self) -> None:
-        rollout.make_env(self.env_id)  # names the id and the registered ones if unknown
         for name in ("total_steps", "num_envs", "rollout_steps", "num_epochs", "num_minibatches"):
             check_positive_int(name, getattr(self, name))
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ValueError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
         check_choice("network", self.network, ("auto", "mlp", "cnn"))
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("objective", self.objective, OBJECTIVES)
         for name in ("squash", "normalize_observations", "normalize_advantages"):
             check_choice(name, getattr(self, name), (True, False))
         if self.rollout_steps % self.num_minibatches:
-            raise ValueError(
+            raise ConfigError(
                 f"num_minibatches={self.num_minibatches} must divide rollout_steps="
                 f"{self.rollout_steps} (each minibatch takes rollout_steps / num_minibatches "
                 "time steps of every environment)"
             )
         if self.total_steps < self.num_envs * self.rollout_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"total_steps={self.total_steps} is less than one iteration "
                 f"(num_envs × rollout_steps = {self.num_envs * self.rollout_steps})"
             )
@@ -116,7 +122,8 @@ class Config(eqx.Module):
         check_range("lam", self.lam, 0.0, 1.0)
         check_range("clip_epsilon", self.clip_epsilon, 0.0, low_inclusive=False)
         check_range("value_coef", self.value_coef, 0.0)
-        check_range("value_clip_epsilon", self.value_clip_epsilon, 0.0, low_inclusive=False)
+        check_range("value_clip_epsilon", self.value_clip_epsilon, 0.0, low_inclusive=False,
+                    allow_inf=True)
         check_range("entropy_coef", self.entropy_coef, 0.0)
         check_range("reward_scale", self.reward_scale, 0.0, low_inclusive=False)
         check_range("init_log_std", self.init_log_std, -20.0, 5.0)
@@ -189,19 +196,26 @@ class RunningNorm(eqx.Module):
         return RunningNorm(new_mean, m2 / total, total)
 
 
+class ActorCritic(eqx.Module):
+    """A user's networks for :func:`init`: ``actor(obs)`` gives the logits ``[A]``
+    (discrete) or the Gaussian mean ``[D]`` (continuous); ``critic(obs)`` gives V(s) as
+    shape ``[1]`` or ``[]``. Both act on one unbatched observation."""
+
+    actor: eqx.Module
+    critic: eqx.Module
+
+
 class Agent(eqx.Module):
     """Separate actor and critic networks, a state-independent log σ for continuous actions
-    (``None`` for discrete), and the observation normaliser (not trained by gradients)."""
+    (``None`` for discrete), the observation normaliser (not trained by gradients) and the
+    action box (``None`` for discrete), so that :func:`act` needs nothing but the agent."""
 
     actor: eqx.Module  # obs → logits [A] or Gaussian mean [D]
-    critic: eqx.Module  # obs → [1]
+    critic: eqx.Module  # obs → [1] or []
     log_std: jax.Array | None
     obs_norm: RunningNorm
-
-
-def _action_space(env_id: str):
-    env, env_params = rollout.make_env(env_id)
-    return env.action_space(env_params)
+    action_low: jax.Array | None = None
+    action_high: jax.Array | None = None
 
 
 def _network(obs_shape, out_size: int, key: jax.Array, config, final_scale: float):
@@ -217,26 +231,65 @@ def _network(obs_shape, out_size: int, key: jax.Array, config, final_scale: floa
                     final_scale=final_scale)
 
 
-def init_agent(key: jax.Array, config) -> Agent:
-    """The actor-critic for ``config.env_id`` (policy head scaled by 0.01: Andrychowicz
-    et al., 2021, "What matters in on-policy RL", §3.2)."""
-    obs_shape = rollout.observation_shape(config.env_id)
-    actor_key, critic_key = jax.random.split(key)
-    if rollout.action_kind(config.env_id) == "discrete":
-        out_size, log_std = rollout.num_actions(config.env_id), None
+def _action_size(env: Any, env_params: Any) -> int:
+    if rollout.action_kind(env, env_params) == "discrete":
+        return rollout.num_actions(env, env_params)
+    size = 1
+    for dim in rollout.action_shape(env, env_params):
+        size *= dim
+    return size
+
+
+def _check_networks(network: ActorCritic, obs_shape, out_size: int) -> None:
+    obs = jax.ShapeDtypeStruct(obs_shape, jnp.float32)
+    for name, want in (("actor", ((out_size,),)), ("critic", ((1,), ()))):
+        try:
+            out = eqx.filter_eval_shape(getattr(network, name), obs)
+        except Exception as error:
+            raise ConfigError(f"network.{name} cannot be applied to one observation "
+                              f"{obs_shape}: {error}") from None
+        if getattr(out, "shape", None) not in want:
+            raise ConfigError(
+                f"network.{name} maps an observation {obs_shape} to shape "
+                f"{getattr(out, 'shape', out)}; allowed: {' or '.join(map(str, want))}"
+            )
+
+
+def init_agent(key: jax.Array, config, env: Any, env_params: Any, network: Any = None) -> Agent:
+    """The actor-critic for ``env``: ``network`` (an :class:`ActorCritic`, or a factory
+    ``key -> ActorCritic``; see ``core.nets.resolve``), or separate MLPs/CNNs with the policy
+    head scaled by 0.01 (Andrychowicz et al., 2021, "What matters in on-policy RL", §3.2)."""
+    obs_shape = rollout.observation_shape(env, env_params)
+    out_size = _action_size(env, env_params)
+
+    def default(key):
+        actor_key, critic_key = jax.random.split(key)
+        return ActorCritic(
+            _network(obs_shape, out_size, actor_key, config, final_scale=0.01),
+            _network(obs_shape, 1, critic_key, config, final_scale=1.0),
+        )
+
+    network = nets.resolve(network, key, default)
+    if not isinstance(network, ActorCritic):
+        raise ConfigError(
+            f"network must be a ppo.ActorCritic(actor, critic); got {type(network).__name__}"
+        )
+    _check_networks(network, obs_shape, out_size)
+    if rollout.action_kind(env, env_params) == "discrete":
+        log_std = low = high = None
     else:
-        out_size = 1
-        for dim in _action_space(config.env_id).shape:
-            out_size *= dim
         log_std = jnp.full((out_size,), config.init_log_std, jnp.float32)
-    return Agent(
-        actor=_network(obs_shape, out_size, actor_key, config, final_scale=0.01),
-        critic=_network(obs_shape, 1, critic_key, config, final_scale=1.0),
+        low, high = rollout.action_bounds(env, env_params)
+    return Agent(  # function fields of a user's modules become static: they ride in scan
+        actor=nets.arrays_only(network.actor),
+        critic=nets.arrays_only(network.critic),
         log_std=log_std,
         obs_norm=RunningNorm(
             jnp.zeros(obs_shape, jnp.float32), jnp.ones(obs_shape, jnp.float32),
             jnp.zeros((), jnp.float32),
         ),
+        action_low=low,
+        action_high=high,
     )
 
 
@@ -256,7 +309,7 @@ def policy(params: Agent, obs: jax.Array, config):
 
 def value(params: Agent, obs: jax.Array, config) -> jax.Array:
     """V(s) for one observation."""
-    return params.critic(_features(params, obs, config))[0]
+    return jnp.reshape(params.critic(_features(params, obs, config)), ())
 
 
 def batch_apply(fn, params, obs: jax.Array, config, batch_dims: int = 1):
@@ -266,15 +319,13 @@ def batch_apply(fn, params, obs: jax.Array, config, batch_dims: int = 1):
     return fn(params, obs, config)
 
 
-def env_action(action: jax.Array, config) -> jax.Array:
+def env_action(params: Agent, action: jax.Array, config) -> jax.Array:
     """What the environment receives: discrete actions as they are; Gaussian samples clipped
     to the action bounds; tanh samples in (−1, 1) mapped affinely onto the bounds."""
-    if rollout.action_kind(config.env_id) == "discrete":
+    if params.action_low is None:
         return action
-    space = _action_space(config.env_id)
-    low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), space.shape)
-    high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), space.shape)
-    action = action.reshape(*action.shape[:-1], *space.shape)
+    low, high = params.action_low, params.action_high
+    action = action.reshape(*action.shape[:-1], *low.shape)
     if config.squash:
         return low + 0.5 * (action + 1.0) * (high - low)
     return jnp.clip(action, low, high)
@@ -283,30 +334,47 @@ def env_action(action: jax.Array, config) -> jax.Array:
 # ----------------------------------------------------------------------------- state
 
 
-class State(eqx.Module):
+class Learner(eqx.Module):
+    """What ``learn`` reads and writes: the agent, Adam's state, λ, a counter and the key of
+    the minibatch shuffles."""
+
     params: Agent
     opt_state: optax.OptState
+    kl_coef: jax.Array  # λ of the Lagrangian (objective="lagrangian"; carried otherwise)
+    updates: jax.Array  # int32: gradient steps done so far (drives the lr schedule)
+    key: jax.Array
+
+
+class State(eqx.Module):
+    learner: Learner
     env: rollout.EnvCarry
     key: jax.Array
     env_steps: jax.Array  # int32: env steps collected so far (all envs, all shards)
-    kl_coef: jax.Array  # λ of the Lagrangian (objective="lagrangian"; carried otherwise)
 
 
 def _optimizer(config: Config) -> optax.GradientTransformation:
     return adam_with_clipping(config.learning_rate, config.max_grad_norm, config.adam_eps)
 
 
-def init(key: jax.Array, config: Config) -> State:
-    env, env_params = rollout.make_env(config.env_id)
-    net_key, env_key, key = jax.random.split(key, 3)
-    params = init_agent(net_key, config)
-    return State(
+def init(
+    key: jax.Array, config: Config, env: Any, env_params: Any, network: Any = None
+) -> State:
+    """A fresh run: the agent (``network`` or the default MLPs), Adam, λ and reset envs."""
+    rollout.require_action_kind(env, env_params, ACTION_KIND, "ppo")
+    net_key, env_key, learn_key, key = jax.random.split(key, 4)
+    params = init_agent(net_key, config, env, env_params, network)
+    learner = Learner(
         params=params,
         opt_state=_optimizer(config).init(eqx.filter(params, eqx.is_array)),
+        kl_coef=jnp.asarray(config.kl_coef_init, jnp.float32),
+        updates=jnp.zeros((), jnp.int32),
+        key=learn_key,
+    )
+    return State(
+        learner=learner,
         env=rollout.reset(env_key, env, env_params, config.num_envs),
         key=key,
         env_steps=jnp.zeros((), jnp.int32),
-        kl_coef=jnp.asarray(config.kl_coef_init, jnp.float32),
     )
 
 
@@ -337,14 +405,19 @@ def env_keys(key: jax.Array, num_local: int, axis_name: str | None) -> jax.Array
 
 
 def collect(
-    params: Agent, carry: rollout.EnvCarry, key: jax.Array, config, axis_name=None
+    params: Agent,
+    carry: rollout.EnvCarry,
+    key: jax.Array,
+    config,
+    env: Any,
+    env_params: Any,
+    axis_name: str | None = None,
 ) -> tuple[rollout.EnvCarry, rollout.Transition]:
     """``rollout_steps`` steps of every env with π_θ; ``policy_info`` = (log π(a|s), V(s)).
 
     As ``rollout.collect`` (gymnax 1.x, ``next_obs`` = final observation at episode ends)
     but with per-environment keys from :func:`env_keys`, so sharding changes nothing.
     """
-    env, env_params = rollout.make_env(config.env_id)
     num_local = carry.obs.shape[0]
 
     def one_step(carry: rollout.EnvCarry, step_key: jax.Array):
@@ -355,7 +428,8 @@ def collect(
         v = batch_apply(value, params, carry.obs, config)
         obs, env_state, reward, terminated, truncated, info = jax.vmap(
             env.step, in_axes=(0, 0, 0, None)
-        )(env_keys(env_key, num_local, axis_name), carry.env_state, env_action(action, config),
+        )(env_keys(env_key, num_local, axis_name), carry.env_state,
+          env_action(params, action, config),
           env_params)
         terminated, truncated = terminated.astype(bool), truncated.astype(bool)
         reward = reward.astype(jnp.float32)
@@ -448,21 +522,23 @@ def _minibatches(batch: Batch, key: jax.Array, config: Config, axis_name) -> Bat
 
 
 def learn(
-    state: State, batch: Batch, config: Config, axis_name: str | None = None
-) -> tuple[State, dict[str, jax.Array]]:
+    learner: Learner, batch: Batch, config: Config, axis_name: str | None = None
+) -> tuple[Learner, dict[str, jax.Array]]:
     """``num_epochs`` × ``num_minibatches`` Adam steps on ``batch``, then (lagrangian) the
-    dual step on λ. Pure. With ``axis_name``, gradients are ``pmean``-ed over that axis and
-    every statistic is taken over all shards (see the module docstring)."""
-    key, learn_key = jax.random.split(state.key)
+    dual step on λ. Pure; needs no env. With ``axis_name``, gradients are ``pmean``-ed over
+    that axis and every statistic is taken over all shards (see the module docstring)."""
+    key, shuffle_key = jax.random.split(learner.key)
+    per_iteration = config.num_epochs * config.num_minibatches
+    iteration = learner.updates // per_iteration
     learning_rate = config.learning_rate * exploration.linear_schedule(
-        state.env_steps, 1.0, config.learning_rate_end_factor, config.total_steps
+        iteration, 1.0, config.learning_rate_end_factor, config.num_iterations
     )
     optimizer = _optimizer(config)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
     def minibatch_step(carry, minibatch):
         params, opt_state = carry
-        (_, aux), grads = grad_fn(params, minibatch, state.kl_coef, config, axis_name)
+        (_, aux), grads = grad_fn(params, minibatch, learner.kl_coef, config, axis_name)
         grads = eqx.filter(grads, eqx.is_array)
         if axis_name is not None:
             grads = jax.lax.pmean(grads, axis_name)
@@ -473,13 +549,13 @@ def learn(
     def epoch(carry, key):
         return jax.lax.scan(minibatch_step, carry, _minibatches(batch, key, config, axis_name))
 
-    opt_state = set_learning_rate(state.opt_state, learning_rate)
+    opt_state = set_learning_rate(learner.opt_state, learning_rate)
     (params, opt_state), aux = jax.lax.scan(
-        epoch, (state.params, opt_state), jax.random.split(learn_key, config.num_epochs)
+        epoch, (learner.params, opt_state), jax.random.split(shuffle_key, config.num_epochs)
     )
     metrics = jax.tree.map(jnp.mean, aux)
 
-    kl_coef = state.kl_coef
+    kl_coef = learner.kl_coef
     if config.objective == "lagrangian":
         # Dual gradient ascent on λ with the KL of the whole batch after the update.
         new_policy = batch_apply(policy, params, batch.obs, config, batch_dims=2)
@@ -490,44 +566,51 @@ def learn(
         metrics["kl_after"] = kl
     metrics["kl_coef"] = kl_coef
     metrics["learning_rate"] = learning_rate
-    state = eqx.tree_at(
-        lambda s: (s.params, s.opt_state, s.key, s.kl_coef), state,
-        (params, opt_state, key, kl_coef),
-    )
-    return state, metrics
+    learner = Learner(params, opt_state, kl_coef, learner.updates + per_iteration, key)
+    return learner, metrics
 
 
 # ----------------------------------------------------------------------------- step / train
 
 
 def step(
-    state: State, config: Config, axis_name: str | None = None
+    state: State, config: Config, env: Any, env_params: Any, axis_name: str | None = None
 ) -> tuple[State, dict[str, jax.Array]]:
     """Collect ``num_envs × rollout_steps`` env steps with π_θ, compute GAE, learn on them,
     then fold the batch's observations into the running normaliser."""
     key, collect_key = jax.random.split(state.key)
-    env_carry, trajectory = collect(state.params, state.env, collect_key, config, axis_name)
-    batch = make_batch(state.params, trajectory, config)
-    num_local = trajectory.reward.shape[1]
-    shards = 1 if axis_name is None else jax.lax.psum(1, axis_name)
-    state = eqx.tree_at(lambda s: (s.env, s.key), state, (env_carry, key))
-    state, learn_metrics = learn(state, batch, config, axis_name)
+    params = state.learner.params
+    env_carry, trajectory = collect(
+        params, state.env, collect_key, config, env, env_params, axis_name
+    )
+    batch = make_batch(params, trajectory, config)
+    learner, learn_metrics = learn(state.learner, batch, config, axis_name)
     if config.normalize_observations:
         flat_obs = batch.obs.reshape(-1, *batch.obs.shape[2:])
-        obs_norm = state.params.obs_norm.update(flat_obs, axis_name)
-        state = eqx.tree_at(lambda s: s.params.obs_norm, state, obs_norm)
+        obs_norm = learner.params.obs_norm.update(flat_obs, axis_name)
+        learner = eqx.tree_at(lambda s: s.params.obs_norm, learner, obs_norm)
+    num_local = trajectory.reward.shape[1]
+    shards = 1 if axis_name is None else jax.lax.psum(1, axis_name)
     env_steps = state.env_steps + num_local * shards * config.rollout_steps
-    state = eqx.tree_at(lambda s: s.env_steps, state, env_steps)
     episodes = rollout.episode_metrics(trajectory)
     if axis_name is not None:
         episodes = jax.lax.psum(episodes, axis_name)
+    state = State(learner, env_carry, key, env_steps)
     return state, {**episodes, **learn_metrics, "env_steps": env_steps}
 
 
-def train(key: jax.Array, config: Config) -> tuple[State, dict[str, jax.Array]]:
+def train(
+    key: jax.Array,
+    config: Config,
+    env: Any,
+    env_params: Any,
+    network: Any = None,
+) -> tuple[State, dict[str, jax.Array]]:
     """A whole run: ``init`` then ``lax.scan`` of ``step``; metrics stacked per iteration."""
-    state = init(key, config)
-    return jax.lax.scan(lambda s, _: step(s, config), state, length=config.num_iterations)
+    state = init(key, config, env, env_params, network)
+    return jax.lax.scan(
+        lambda s, _: step(s, config, env, env_params), state, length=config.num_iterations
+    )
 
 
 def act(
@@ -540,4 +623,4 @@ def act(
     """An environment action for one observation: the mode of π(·|s), or a sample."""
     dist = policy(params, obs, config)
     action = dist.mode() if deterministic else dist.sample(key)
-    return env_action(action, config)
+    return env_action(params, action, config)

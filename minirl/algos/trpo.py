@@ -15,16 +15,21 @@ with GAE and takes one policy step on the importance-weighted surrogate of the w
                                   (backtracking line search; θ stays if none does).
 
 ``line_search=False`` is the plain natural policy gradient (Kakade, 2001): θ ← θ + s with no
-line search. The value function is a separate regression of V onto the λ-returns with Adam
+line search. The step size uses gᵀF⁻¹g (= xᵀFx with x = F⁻¹g): the quadratic model of the
+KL along the natural direction. Some lecture notes print gᵀFg there, which is wrong
+dimensionally (it scales the step by the Fisher matrix instead of its inverse); with
+x = F⁻¹g, ½sᵀFs = δ holds exactly only for gᵀF⁻¹g. As in PPO we drop the notes' γ^t
+weighting of the surrogate's terms (see ``ppo.py``). The value function is a separate regression of V onto the λ-returns with Adam
 (``value_epochs`` × ``value_minibatches`` steps per iteration).
 
 TRPO shares PPO's actor-critic, trajectory collection, GAE batch and ``act`` (imported from
 ``ppo.py``: the data side is identical; only the policy update differs). Episode ends follow
 gymnax 1.x: ``terminated`` cuts the bootstrap, ``truncated`` bootstraps from V(final obs).
 
-Contract (minirl/DESIGN.md): ``Config``, ``State``, ``init``, ``learn``, ``step``,
-``train``, ``act``; ``jax.vmap(train)(keys, minirl.core.config.stack(configs))`` sweeps δ,
-γ, λ, the value learning rate and the other numeric fields without recompiling.
+Contract (docs/design.md): ``Config``, ``Learner``, ``State``, ``init``, ``learn``,
+``step``, ``train``, ``act``; the environment is an argument. ``jax.vmap(train, in_axes=(0,
+0, None, None))(keys, minirl.core.config.stack(configs), env, env_params)`` sweeps δ, γ, λ,
+the value learning rate and the other numeric fields without recompiling.
 """
 
 from typing import Any
@@ -34,10 +39,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from minirl.algos import ppo
-from minirl.core import losses, optim, rollout
-from minirl.core.config import check_choice, check_positive_int, check_range
-from minirl.core.optim import adam_with_clipping
+from ..core import losses, optim, rollout
+from ..core.config import ConfigError, check_choice, check_positive_int, check_range
+from ..core.optim import adam_with_clipping
+from . import ppo
 
 ACTION_KIND = "both"
 
@@ -46,7 +51,6 @@ class Config(eqx.Module):
     """TRPO / NPG hyperparameters. Static fields fix shapes and loop lengths; the rest are
     leaves."""
 
-    env_id: str = eqx.field(static=True, default="CartPole-v1")
     total_steps: int = eqx.field(static=True, default=300_000)  # env steps, all envs together
     num_envs: int = eqx.field(static=True, default=8)  # parallel environments
     rollout_steps: int = eqx.field(static=True, default=128)  # steps per env per iteration
@@ -74,24 +78,23 @@ class Config(eqx.Module):
     init_log_std: float = 0.0  # continuous: initial log σ
 
     def __check_init__(self) -> None:
-        rollout.make_env(self.env_id)
         for name in ("total_steps", "num_envs", "rollout_steps", "cg_iterations",
                      "max_backtracks", "value_epochs", "value_minibatches"):
             check_positive_int(name, getattr(self, name))
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ValueError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
         check_choice("network", self.network, ("auto", "mlp", "cnn"))
         check_choice("activation", self.activation, tuple(ppo.ACTIVATIONS))
         for name in ("squash", "normalize_observations", "normalize_advantages", "line_search"):
             check_choice(name, getattr(self, name), (True, False))
         batch = self.num_envs * self.rollout_steps
         if batch % self.value_minibatches:
-            raise ValueError(
+            raise ConfigError(
                 f"value_minibatches={self.value_minibatches} must divide num_envs × "
                 f"rollout_steps = {batch}"
             )
         if self.total_steps < batch:
-            raise ValueError(
+            raise ConfigError(
                 f"total_steps={self.total_steps} is less than one iteration "
                 f"(num_envs × rollout_steps = {batch})"
             )
@@ -129,9 +132,18 @@ def preset(env_id: str) -> dict[str, Any]:
     return dict(PRESETS.get(env_id, {}))
 
 
-class State(eqx.Module):
-    params: ppo.Agent  # actor, critic, log σ, observation normaliser
+class Learner(eqx.Module):
+    """What ``learn`` reads and writes: the agent, the critic's Adam state, a counter of
+    policy steps and the key of the value-regression shuffles."""
+
+    params: ppo.Agent  # actor, critic, log σ, observation normaliser, action box
     value_opt_state: optax.OptState  # Adam on the critic
+    updates: jax.Array  # int32: policy steps done so far
+    key: jax.Array
+
+
+class State(eqx.Module):
+    learner: Learner
     env: rollout.EnvCarry
     key: jax.Array
     env_steps: jax.Array  # int32: env steps collected so far (all envs)
@@ -141,13 +153,23 @@ def _value_optimizer(config: Config) -> optax.GradientTransformation:
     return adam_with_clipping(config.value_learning_rate, config.max_grad_norm, config.adam_eps)
 
 
-def init(key: jax.Array, config: Config) -> State:
-    env, env_params = rollout.make_env(config.env_id)
-    net_key, env_key, key = jax.random.split(key, 3)
-    params = ppo.init_agent(net_key, config)
-    return State(
+def init(
+    key: jax.Array, config: Config, env: Any, env_params: Any,
+    network: Any = None,
+) -> State:
+    """A fresh run: the agent (``network`` or the default MLPs), Adam on the critic, reset
+    envs."""
+    rollout.require_action_kind(env, env_params, ACTION_KIND, "trpo")
+    net_key, env_key, learn_key, key = jax.random.split(key, 4)
+    params = ppo.init_agent(net_key, config, env, env_params, network)
+    learner = Learner(
         params=params,
         value_opt_state=_value_optimizer(config).init(eqx.filter(params.critic, eqx.is_array)),
+        updates=jnp.zeros((), jnp.int32),
+        key=learn_key,
+    )
+    return State(
+        learner=learner,
         env=rollout.reset(env_key, env, env_params, config.num_envs),
         key=key,
         env_steps=jnp.zeros((), jnp.int32),
@@ -165,8 +187,8 @@ def _policy_part(params: ppo.Agent) -> Any:
 def _with_policy_part(params: ppo.Agent, part: Any) -> ppo.Agent:
     static = eqx.filter((params.actor, params.log_std), eqx.is_array, inverse=True)
     actor, log_std = eqx.combine(part, static)
-    return ppo.Agent(actor=actor, critic=params.critic, log_std=log_std,
-                     obs_norm=params.obs_norm)
+    return eqx.tree_at(lambda p: (p.actor, p.log_std), params, (actor, log_std),
+                       is_leaf=lambda x: x is None)
 
 
 def surrogate_and_kl(params: ppo.Agent, batch: ppo.Batch, config: Config):
@@ -209,16 +231,18 @@ def policy_step(params: ppo.Agent, batch: ppo.Batch, config: Config):
     return _with_policy_part(params, part), info
 
 
-def value_step(state: State, batch: ppo.Batch, key: jax.Array, config: Config):
+def value_step(
+    params: ppo.Agent, opt_state: optax.OptState, batch: ppo.Batch, key: jax.Array,
+    config: Config,
+):
     """``value_epochs`` passes of Adam on ½(V − G)² in shuffled minibatches."""
     optimizer = _value_optimizer(config)
     size = batch.target.shape[0]
     per = size // config.value_minibatches
 
     def loss(critic, obs, target):
-        params = ppo.Agent(critic=critic, actor=state.params.actor,
-                           log_std=state.params.log_std, obs_norm=state.params.obs_norm)
-        v = ppo.batch_apply(ppo.value, params, obs, config)
+        v = ppo.batch_apply(ppo.value, eqx.tree_at(lambda p: p.critic, params, critic), obs,
+                            config)
         return jnp.mean(losses.value_loss(v, target))
 
     def minibatch_step(carry, index):
@@ -234,47 +258,58 @@ def value_step(state: State, batch: ppo.Batch, key: jax.Array, config: Config):
         return jax.lax.scan(minibatch_step, carry, index.reshape(config.value_minibatches, per))
 
     (critic, opt_state), value_losses = jax.lax.scan(
-        epoch, (state.params.critic, state.value_opt_state),
-        jax.random.split(key, config.value_epochs),
+        epoch, (params.critic, opt_state), jax.random.split(key, config.value_epochs)
     )
     return critic, opt_state, jnp.mean(value_losses)
 
 
-def learn(state: State, batch: ppo.Batch, config: Config) -> tuple[State, dict[str, jax.Array]]:
-    """The policy step (CG + scaled step + line search) and the value regression. Pure."""
-    key, value_key = jax.random.split(state.key)
+def learn(
+    learner: Learner, batch: ppo.Batch, config: Config
+) -> tuple[Learner, dict[str, jax.Array]]:
+    """The policy step (CG + scaled step + line search) and the value regression. Pure;
+    needs no env."""
+    key, value_key = jax.random.split(learner.key)
     flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)
-    params, info = policy_step(state.params, flat, config)
-    critic, value_opt_state, value_loss = value_step(state, flat, value_key, config)
+    params, info = policy_step(learner.params, flat, config)
+    critic, value_opt_state, value_loss = value_step(
+        learner.params, learner.value_opt_state, flat, value_key, config
+    )
     params = eqx.tree_at(lambda p: p.critic, params, critic)
     entropy = jnp.mean(ppo.entropy(ppo.batch_apply(ppo.policy, params, flat.obs, config)))
-    state = eqx.tree_at(
-        lambda s: (s.params, s.value_opt_state, s.key), state, (params, value_opt_state, key)
-    )
-    return state, {**info, "value_loss": value_loss, "entropy": entropy}
+    learner = Learner(params, value_opt_state, learner.updates + 1, key)
+    return learner, {**info, "value_loss": value_loss, "entropy": entropy}
 
 
-def step(state: State, config: Config) -> tuple[State, dict[str, jax.Array]]:
+def step(
+    state: State, config: Config, env: Any, env_params: Any
+) -> tuple[State, dict[str, jax.Array]]:
     """Collect ``num_envs × rollout_steps`` env steps with π_θ, compute GAE, learn."""
     key, collect_key = jax.random.split(state.key)
-    env_carry, trajectory = ppo.collect(state.params, state.env, collect_key, config)
-    batch = ppo.make_batch(state.params, trajectory, config)
-    state = eqx.tree_at(lambda s: (s.env, s.key), state, (env_carry, key))
-    state, learn_metrics = learn(state, batch, config)
+    params = state.learner.params
+    env_carry, trajectory = ppo.collect(params, state.env, collect_key, config, env, env_params)
+    batch = ppo.make_batch(params, trajectory, config)
+    learner, learn_metrics = learn(state.learner, batch, config)
     if config.normalize_observations:
         flat_obs = batch.obs.reshape(-1, *batch.obs.shape[2:])
-        state = eqx.tree_at(lambda s: s.params.obs_norm, state,
-                            state.params.obs_norm.update(flat_obs))
+        learner = eqx.tree_at(lambda s: s.params.obs_norm, learner,
+                              learner.params.obs_norm.update(flat_obs))
     env_steps = state.env_steps + config.num_envs * config.rollout_steps
-    state = eqx.tree_at(lambda s: s.env_steps, state, env_steps)
     metrics = {**rollout.episode_metrics(trajectory), **learn_metrics, "env_steps": env_steps}
-    return state, metrics
+    return State(learner, env_carry, key, env_steps), metrics
 
 
-def train(key: jax.Array, config: Config) -> tuple[State, dict[str, jax.Array]]:
+def train(
+    key: jax.Array,
+    config: Config,
+    env: Any,
+    env_params: Any,
+    network: Any = None,
+) -> tuple[State, dict[str, jax.Array]]:
     """A whole run: ``init`` then ``lax.scan`` of ``step``; metrics stacked per iteration."""
-    state = init(key, config)
-    return jax.lax.scan(lambda s, _: step(s, config), state, length=config.num_iterations)
+    state = init(key, config, env, env_params, network)
+    return jax.lax.scan(
+        lambda s, _: step(s, config, env, env_params), state, length=config.num_iterations
+    )
 
 
 def act(

@@ -13,6 +13,12 @@ import jax
 import numpy as np
 
 
+class ConfigError(ValueError):
+    """A bad value given by the user (a config field, an env parameter, a flag), with a
+    message that names the field, the value and what is allowed. The CLI prints these as
+    one line; any other exception is a bug and keeps its traceback."""
+
+
 def _concrete(value: Any) -> np.ndarray | None:
     if isinstance(value, jax.core.Tracer):
         return None
@@ -30,12 +36,21 @@ def check_range(
     *,
     low_inclusive: bool = True,
     high_inclusive: bool = True,
+    allow_inf: bool = False,
 ) -> None:
-    """Raise ``ValueError`` naming ``name`` unless every element of ``value`` is in range."""
+    """Raise :class:`ConfigError` naming ``name`` unless every element of ``value`` is in
+    range. NaN is never allowed, and ±inf only with ``allow_inf`` (for fields where inf
+    means "off", such as a clipping threshold)."""
     array = _concrete(value)
     if array is None:
         return
     ok = ~np.isnan(array)
+    if not allow_inf:
+        infinite = np.isinf(array)
+        if np.any(infinite):
+            raise ConfigError(
+                f"{name}={_show(array[infinite])} is not a finite number; allowed: finite values"
+            )
     if low is not None:
         ok &= array >= low if low_inclusive else array > low
     if high is not None:
@@ -43,22 +58,22 @@ def check_range(
     if not np.all(ok):
         left = "(-inf" if low is None else f"{'[' if low_inclusive else '('}{low:g}"
         right = "inf)" if high is None else f"{high:g}{']' if high_inclusive else ')'}"
-        raise ValueError(f"{name}={_show(array[~ok])} is out of range; allowed: {left}, {right}")
+        raise ConfigError(f"{name}={_show(array[~ok])} is out of range; allowed: {left}, {right}")
 
 
 def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
-    """Raise ``ValueError`` unless ``value`` is a Python int ≥ ``minimum``."""
+    """Raise :class:`ConfigError` unless ``value`` is a Python int ≥ ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name}={value!r} must be an integer ≥ {minimum}")
+        raise ConfigError(f"{name}={value!r} must be an integer ≥ {minimum}")
     if value < minimum:
-        raise ValueError(f"{name}={value} is out of range; allowed: integers ≥ {minimum}")
+        raise ConfigError(f"{name}={value} is out of range; allowed: integers ≥ {minimum}")
 
 
 def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
-    """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
+    """Raise :class:`ConfigError` unless ``value`` is one of ``allowed``."""
     allowed = tuple(allowed)
     if value not in allowed:
-        raise ValueError(
+        raise ConfigError(
             f"{name}={value!r} is not allowed; choose one of {', '.join(map(repr, allowed))}"
         )
 
@@ -77,10 +92,10 @@ def stack(configs: "Iterable[Any]") -> Any:
     """
     configs = list(configs)
     if not configs:
-        raise ValueError("configs is empty; give at least one config to stack")
+        raise ConfigError("configs is empty; give at least one config to stack")
     structures = {jax.tree.structure(config) for config in configs}
     if len(structures) != 1:
-        raise ValueError(
+        raise ConfigError(
             "configs differ in static fields (env, sizes, switches); only numeric "
             "hyperparameters can be swept in one program"
         )

@@ -102,3 +102,42 @@ def ensemble(make: Callable[[jax.Array], eqx.Module], key: jax.Array, size: int)
     Call with ``eqx.filter_vmap(lambda m, x: m(x), in_axes=(eqx.if_array(0), None))``.
     """
     return eqx.filter_vmap(make)(jax.random.split(key, size))
+
+
+class Wrapped(eqx.Module):
+    """A module whose non-array leaves (activation functions, ...) are kept static, so that
+    it can live in a ``lax.scan`` carry or a jitted state. ``module`` gives the original
+    back; calling the wrapper calls it."""
+
+    arrays: eqx.Module
+    static: eqx.Module = eqx.field(static=True)
+
+    @property
+    def module(self) -> eqx.Module:
+        return eqx.combine(self.arrays, self.static)
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+
+def arrays_only(module: eqx.Module) -> eqx.Module:
+    """``module`` itself if all its leaves are arrays, else a :class:`Wrapped` of it."""
+    if all(eqx.is_array(x) for x in jax.tree.leaves(module)):
+        return module
+    return Wrapped(*eqx.partition(module, eqx.is_array))
+
+
+def resolve(network, key: jax.Array, default: Callable[[jax.Array], eqx.Module]) -> eqx.Module:
+    """The network to train: ``default(key)`` when ``network`` is None, ``network(key)``
+    when it is a factory (a function of a PRNG key, so every seed of a ``vmap`` gets its own
+    initialisation), or ``network`` itself when it is already an ``eqx.Module``.
+
+    A module with function fields (activations) cannot be a traced argument of
+    ``jax.jit``; close over it, or pass a factory."""
+    if network is None:
+        return default(key)
+    if isinstance(network, eqx.Module):
+        return network
+    if callable(network):
+        return network(key)
+    raise TypeError(f"network must be an eqx.Module or a function of a key; got {network!r}")

@@ -9,22 +9,21 @@ from jaxtyping import PyTree
 def polyak_update(online: PyTree, target: PyTree, tau: float | jax.Array) -> PyTree:
     """θ̄ ← τθ + (1 − τ)θ̄, a convex combination; τ = 1 is a hard copy.
 
-    After k updates towards a fixed θ the gap shrinks by (1 − τ)^k (Lillicrap et al., 2016).
+    After k updates towards a fixed θ the gap shrinks by (1 − τ)^k (Lillicrap et al., 2016,
+    "Continuous control with deep RL", §7). Convention: τ is the weight of the *online*
+    network, so small τ (0.005) is slow tracking. Lecture notes often write the same update
+    as φ' ← τ'φ' + (1 − τ')φ with τ' ≈ 0.999, the weight of the *target*: τ = 1 − τ'.
     """
     return jax.tree.map(lambda p, t: tau * p + (1.0 - tau) * t, online, target)
 
 
-def periodic_target_update(
-    online: PyTree, target: PyTree, update_count: jax.Array, period: int | jax.Array, tau
+def hard_target_update(
+    online: PyTree, target: PyTree, update_count: jax.Array, period: int | jax.Array
 ) -> PyTree:
-    """Polyak-update the target every ``period`` updates (after update ``update_count``).
-
-    τ = 1 with period N is DQN's hard copy every N updates (Mnih et al., 2015); period 1 with
-    τ < 1 is Polyak averaging every update.
-    """
+    """θ̄ ← θ after every ``period``-th update (``update_count`` counts from 1), else θ̄
+    unchanged: DQN's periodic hard copy (Mnih et al., 2015, algorithm 1)."""
     due = (update_count % period) == 0
-    updated = polyak_update(online, target, tau)
-    return jax.tree.map(lambda new, old: jnp.where(due, new, old), updated, target)
+    return jax.tree.map(lambda new, old: jnp.where(due, new, old), online, target)
 
 
 def adam_with_clipping(

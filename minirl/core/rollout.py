@@ -7,50 +7,82 @@ learner bootstraps from ``V(next_obs)`` on truncation and cuts only on ``termina
 An episode is counted in the statistics when ``terminated | truncated``.
 """
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
-import gymnax
 import jax
 import jax.numpy as jnp
-from gymnax.environments import spaces
+
+from .config import ConfigError
 
 Policy = Callable[[jax.Array, jax.Array], tuple[jax.Array, Any]]
 """``policy(key, obs[E, ...]) -> (action[E, ...], policy_info)``."""
 
 
-@functools.cache
-def make_env(env_id: str) -> tuple[Any, Any]:
-    """The gymnax environment and its default parameters (one instance per id).
+# ----------------------------------------------------------------------------- env facts
+#
+# An environment is any object with gymnax 1.x's pure methods ``reset(key, params)``,
+# ``step(key, state, action, params)`` (a 6-tuple with ``info["final_observation"]``),
+# ``observation_space(params)`` and ``action_space(params)``. A discrete action space has
+# an integer ``n``; a continuous one has ``low``, ``high`` and ``shape``. These helpers read
+# what an algorithm needs from the spaces, so nothing here depends on gymnax's classes.
 
-    Raises ``ValueError`` naming the id and the registered ids when it is unknown.
-    """
-    if env_id not in gymnax.registered_envs:
-        raise ValueError(
-            f"env={env_id!r} is not a gymnax environment; choose one of: "
-            + ", ".join(gymnax.registered_envs)
+
+def check_env(env: Any) -> None:
+    """Raise :class:`ConfigError` unless ``env`` has the methods of the environment interface."""
+    missing = [m for m in ("reset", "step", "observation_space", "action_space")
+               if not callable(getattr(env, m, None))]
+    if missing:
+        raise ConfigError(
+            f"env={type(env).__name__} lacks {', '.join(missing)}; an environment needs "
+            "gymnax 1.x's reset(key, params), step(key, state, action, params), "
+            "observation_space(params) and action_space(params)"
         )
-    return gymnax.make(env_id)
 
 
-def action_kind(env_id: str) -> str:
-    """``"discrete"`` or ``"continuous"``: the action space type of ``env_id``."""
-    env, params = make_env(env_id)
-    space = env.action_space(params)
-    return "discrete" if isinstance(space, spaces.Discrete) else "continuous"
+def action_kind(env: Any, env_params: Any) -> str:
+    """``"discrete"`` (the action space has ``n``) or ``"continuous"`` (a box)."""
+    return "discrete" if hasattr(env.action_space(env_params), "n") else "continuous"
 
 
-def num_actions(env_id: str) -> int:
-    env, params = make_env(env_id)
-    return int(env.action_space(params).n)
+def num_actions(env: Any, env_params: Any) -> int:
+    """|A| of a discrete action space (a Python int: it sets shapes)."""
+    return int(env.action_space(env_params).n)
 
 
-def observation_shape(env_id: str) -> tuple[int, ...]:
-    env, params = make_env(env_id)
-    obs, _ = env.reset(jax.random.PRNGKey(0), params)
+def action_shape(env: Any, env_params: Any) -> tuple[int, ...]:
+    """The shape of one continuous action."""
+    return tuple(env.action_space(env_params).shape)
+
+
+def action_bounds(env: Any, env_params: Any) -> tuple[jax.Array, jax.Array]:
+    """``(low, high)`` of a box action space, float32 arrays of the action's shape.
+
+    They may be traced (bounds that depend on ``env_params``, swept with ``vmap``)."""
+    space = env.action_space(env_params)
+    shape = tuple(space.shape)
+    low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), shape)
+    high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), shape)
+    return low, high
+
+
+def observation_shape(env: Any, env_params: Any) -> tuple[int, ...]:
+    """The shape of one observation, read off an abstract ``reset`` (nothing is computed)."""
+    obs, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0), env_params)
     return tuple(obs.shape)
+
+
+def require_action_kind(env: Any, env_params: Any, allowed: str, algo: str) -> None:
+    """Raise :class:`ConfigError` unless the env's action space is ``allowed``
+    (``"discrete"``, ``"continuous"`` or ``"both"``)."""
+    check_env(env)
+    kind = action_kind(env, env_params)
+    if allowed != "both" and kind != allowed:
+        name = getattr(env, "name", type(env).__name__)
+        raise ConfigError(
+            f"env={name!r} has {kind} actions; {algo} needs a {allowed} action space"
+        )
 
 
 class EpisodeStats(eqx.Module):

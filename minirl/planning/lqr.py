@@ -27,6 +27,15 @@ quadratises the cost around the current trajectory (x̂, û) with JAX autodiff, 
 above in deviations (δx, δu) with Q_uu + μI, and runs the forward pass on the true dynamics
 with u_t = K_t (x_t − x̂_t) + α k_t + û_t, accepting the largest α whose cost improves.
 
+The deviation dynamics have no offset:
+
+    δx_{t+1} = F_t [δx_t; δu_t]        (here)
+    δx_{t+1} = F_t [δx_t; δu_t] + f_t  (the notes' LQR form, applied to deviations)
+
+because the nominal trajectory is a rollout of the true dynamics, x̂_{t+1} = f(x̂_t, û_t),
+so the constant of the linearisation, f(x̂_t, û_t) − x̂_{t+1}, is zero. The backward pass
+therefore runs with f_t = 0 (and the offset terms of v_t and s_t vanish).
+
 The parallel LQR (Särkkä & García-Fernández, 2023, "Temporal parallelization of dynamic
 programming and linear quadratic control", IEEE TAC) computes every V_t with one associative
 scan (O(log T) depth) and the states with a second one over affine maps.
@@ -38,18 +47,19 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from minirl.core.config import check_positive_int, check_range
+from ..core.config import ConfigError, check_positive_int, check_range
 
 Dynamics = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 """``dynamics(x[n], u[m], t) -> x_next[n]``."""
 Cost = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 """``cost(x[n], u[m], t) -> scalar``."""
 
+_MAX_REG_TRIES = 64  # μ values tried for the returned iLQR gains before giving up (NaN)
+
 
 class LQRSolution(eqx.Module):
     """An LQR plan: the trajectory, the feedback law u_t = K_t x_t + k_t, and its cost.
 
-    For :func:`ilqr` the law is in deviations: u_t = K_t (x_t − states_t) + k_t + actions_t.
     ``cost`` is the (expected, for the noisy LQR) cost of this plan from ``states[0]``.
     """
 
@@ -63,12 +73,24 @@ class LQRSolution(eqx.Module):
 
 
 class ILQRSolution(eqx.Module):
-    """An iLQR plan with the record of its iterations."""
+    """An iLQR plan, its local feedback law, and the record of its iterations.
+
+    ``K`` and ``k`` belong to the returned trajectory (x̂, û) = (states, actions): they are
+    the gains of the LQR backward pass on the linear-quadratic model at (x̂, û) (dynamics
+    linearised, cost quadratised, no offset), with Q_uu + μI and μ = ``reg``, so that
+
+        u_t = û_t + k_t + K_t (x_t − x̂_t)
+
+    minimises that model's cost-to-go. K is the time-varying LQR feedback around the plan
+    (use u_t = û_t + K_t (x_t − x̂_t) to track it from a perturbed state); k is the step the
+    next iteration would take, ≈ 0 at convergence.
+    """
 
     states: jax.Array  # [T+1, n]
     actions: jax.Array  # [T, m]
-    K: jax.Array  # [T, m, n]  feedback around (states, actions)
-    k: jax.Array  # [T, m]     open-loop step of the last backward pass
+    K: jax.Array  # [T, m, n]  LQR feedback gains at (states, actions)
+    k: jax.Array  # [T, m]     LQR open-loop step at (states, actions), ≈ 0 at convergence
+    reg: jax.Array  # scalar: μ of K and k, 0 unless Q_uu is not positive definite there
     cost: jax.Array  # scalar: cost of (states, actions) on the true dynamics
     costs: jax.Array  # [max_iterations + 1]: cost after each iteration (last value repeated)
     iterations: jax.Array  # int: accepted or rejected iterations run
@@ -80,22 +102,22 @@ class ILQRSolution(eqx.Module):
 
 def _check_lq(F, f, C, c, x0, C_final=None, c_final=None) -> tuple[int, int, int]:
     if F.ndim != 3:
-        raise ValueError(f"F has shape {F.shape}; allowed: [T, n, n+m]")
+        raise ConfigError(f"F has shape {F.shape}; allowed: [T, n, n+m]")
     T, n, nm = F.shape
     m = nm - n
     if m < 1:
-        raise ValueError(f"F has shape {F.shape}; allowed: [T, n, n+m] with m ≥ 1")
+        raise ConfigError(f"F has shape {F.shape}; allowed: [T, n, n+m] with m ≥ 1")
     expected = {"f": (T, n), "C": (T, nm, nm), "c": (T, nm), "x0": (n,)}
     for name, value in (("f", f), ("C", C), ("c", c), ("x0", x0)):
         if tuple(value.shape) != expected[name]:
-            raise ValueError(
+            raise ConfigError(
                 f"{name} has shape {tuple(value.shape)}; allowed: {expected[name]} "
                 f"(T={T}, n={n}, m={m} from F)"
             )
     if C_final is not None and tuple(C_final.shape) != (n, n):
-        raise ValueError(f"C_final has shape {tuple(C_final.shape)}; allowed: {(n, n)}")
+        raise ConfigError(f"C_final has shape {tuple(C_final.shape)}; allowed: {(n, n)}")
     if c_final is not None and tuple(c_final.shape) != (n,):
-        raise ValueError(f"c_final has shape {tuple(c_final.shape)}; allowed: {(n,)}")
+        raise ConfigError(f"c_final has shape {tuple(c_final.shape)}; allowed: {(n,)}")
     return T, n, m
 
 
@@ -215,7 +237,9 @@ def lqr_gaussian(
     if noise_cov.shape == (n, n):
         noise_cov = jnp.broadcast_to(noise_cov, (T, n, n))
     if noise_cov.shape != (T, n, n):
-        raise ValueError(f"noise_cov has shape {noise_cov.shape}; allowed: {(n, n)} or {(T, n, n)}")
+        raise ConfigError(
+            f"noise_cov has shape {noise_cov.shape}; allowed: {(n, n)} or {(T, n, n)}"
+        )
     C_final, c_final = _final(n, F.dtype, C_final, c_final)
     K, k, V, v, s0, _, _ = _backward(F, f, C, c, C_final, c_final, noise_cov)
     states, actions = _forward(F, f, K, k, x0)
@@ -378,24 +402,40 @@ def ilqr(
 
     Each iteration linearises ``dynamics(x, u, t)`` and quadratises ``cost(x, u, t)`` (and
     ``final_cost(x_T)``) around the current (x̂, û) by autodiff, runs the LQR backward pass
-    on the deviations with Q_uu + μI, and tries the forward pass on the true dynamics
+    on the deviations (zero offset, see the module doc) with Q_uu + μI, and tries the forward
+    pass on the true dynamics
 
         u_t = K_t (x_t − x̂_t) + α k_t + û_t,      α ∈ {1, ½, ¼, …} (``num_alphas`` values),
 
     all α at once (vectorised line search), keeping the largest α whose cost is strictly
-    lower. The regulariser μ follows Levenberg–Marquardt: μ ← max(μ_min, μ/factor) after an
-    accepted step, μ ← max(μ_min, μ·factor) after a rejected step or a non-positive-definite
-    Q_uu (Tassa et al., 2012). It stops when the relative improvement is below ``tol``, when no
-    α improves at μ > ``reg_max``, or after ``max_iterations``. The cost never increases.
+    lower. The regulariser μ follows Levenberg–Marquardt: μ ← μ/factor (0 below μ_min) after
+    an accepted step, μ ← max(μ_min, μ·factor) after a rejected step or a non-positive-definite
+    Q_uu (Tassa et al., 2012). It stops when the relative improvement, or the improvement the
+    model predicts, is below ``tol``, when no α improves at μ > ``reg_max`` (``inf``: never),
+    or after ``max_iterations``. The cost never increases.
+
+    The gains returned are those of the returned trajectory, not of the last iteration's
+    linearisation (which is one accepted step behind): the model is linearised once more at
+    the returned (x̂, û) and the backward pass rerun there with the smallest μ in
+    {0, μ_min, μ_min·factor, …} that keeps Q_uu + μI positive definite (see
+    :class:`ILQRSolution`; K and k are NaN if no μ ≤ ``reg_max`` does).
     """
     check_positive_int("max_iterations", max_iterations)
     check_positive_int("num_alphas", num_alphas)
     check_range("tol", tol, 0.0)
+    check_range("reg_init", reg_init, 0.0)
+    check_range("reg_min", reg_min, 0.0, low_inclusive=False)  # μ = 0 could never grow
+    check_range("reg_max", reg_max, 0.0, allow_inf=True)  # inf: never give up on μ
     check_range("reg_factor", reg_factor, 1.0, low_inclusive=False)
     if U0.ndim != 2 or x0.ndim != 1:
-        raise ValueError(f"x0 has shape {x0.shape} and U0 {U0.shape}; allowed: x0 [n], U0 [T, m]")
+        raise ConfigError(f"x0 has shape {x0.shape} and U0 {U0.shape}; allowed: x0 [n], U0 [T, m]")
     alphas = 0.5 ** jnp.arange(num_alphas, dtype=U0.dtype)
     X0, J0 = rollout(dynamics, cost, x0, U0, final_cost)
+
+    def linearise(X, U):
+        F, c, C, C_final, c_final = _linearise(dynamics, cost, final_cost, X, U)
+        f = jnp.zeros(X[:-1].shape, X.dtype)  # zero offset: X is a rollout of the dynamics
+        return F, f, C, c, C_final, c_final
 
     def try_alpha(alpha, X, U, K, k):
         def step(x, inputs):
@@ -409,31 +449,48 @@ def ilqr(
         return jnp.concatenate([xs, x_T[None]], axis=0), us, total
 
     def iterate(carry):
-        X, U, J, K, k, reg, i, done, costs = carry
-        F, c, C, C_final, c_final = _linearise(dynamics, cost, final_cost, X, U)
-        f = jnp.zeros(X[:-1].shape, X.dtype)
-        K_new, k_new, _, _, _, ok, (linear, quadratic) = _backward(
-            F, f, C, c, C_final, c_final, reg=reg
-        )
+        X, U, J, reg, i, done, costs = carry
+        K, k, _, _, _, ok, (linear, quadratic) = _backward(*linearise(X, U), reg=reg)
         # the model predicts a reduction of −(Σ k·q_u + ½ k·Q_uu k) for α = 1: none is left
         stationary = ok & (-(jnp.sum(linear) + jnp.sum(quadratic)) <= tol * (1.0 + jnp.abs(J)))
-        Xs, Us, Js = jax.vmap(try_alpha, in_axes=(0, None, None, None, None))(
-            alphas, X, U, K_new, k_new
-        )
+        Xs, Us, Js = jax.vmap(try_alpha, in_axes=(0, None, None, None, None))(alphas, X, U, K, k)
         improved = ok & (Js < J)
         accept = jnp.any(improved)
         best = jnp.argmax(improved)  # the largest improving α
         J_new = jnp.where(accept, Js[best], J)
         X = jnp.where(accept, Xs[best], X)
         U = jnp.where(accept, Us[best], U)
-        K = jnp.where(accept, K_new, K)
-        k = jnp.where(accept, k_new, k)
         small = (J - J_new) <= tol * (1.0 + jnp.abs(J))
         done = (accept & small) | stationary | (~accept & (reg > reg_max))
         decreased = jnp.where(reg / reg_factor < reg_min, 0.0, reg / reg_factor)
         reg = jnp.where(accept, decreased, jnp.maximum(reg_min, reg * reg_factor))
         costs = jnp.where(jnp.arange(costs.shape[0]) > i, J_new, costs)
-        return X, U, J_new, K, k, reg, i + 1, done, costs
+        return X, U, J_new, reg, i + 1, done, costs
+
+    def feedback(X, U):
+        """K, k at (X, U) with the smallest μ ∈ {0, μ_min, μ_min·factor, …} that works."""
+        model = linearise(X, U)
+
+        def attempt(carry):
+            _, _, _, reg, tries = carry
+            reg = jnp.where(tries == 0, 0.0, jnp.maximum(reg_min, reg * reg_factor))
+            K, k, _, _, _, ok, _ = _backward(*model, reg=reg)
+            return K, k, ok, reg, tries + 1
+
+        def retry(carry):
+            _, _, ok, reg, tries = carry
+            # a bounded number of tries: reg_max may be inf
+            return ~ok & (reg <= reg_max) & (tries < _MAX_REG_TRIES)
+
+        init = (
+            jnp.zeros((T, m, n), U.dtype),
+            jnp.zeros((T, m), U.dtype),
+            jnp.array(False),
+            jnp.zeros((), U.dtype),
+            jnp.array(0),
+        )
+        K, k, _, reg, _ = jax.lax.while_loop(retry, attempt, init)
+        return K, k, reg
 
     T, m = U0.shape
     n = x0.shape[0]
@@ -441,14 +498,13 @@ def ilqr(
         X0,
         U0,
         J0,
-        jnp.zeros((T, m, n), U0.dtype),
-        jnp.zeros((T, m), U0.dtype),
         jnp.asarray(reg_init, U0.dtype),
         jnp.array(0),
         jnp.array(False),
         jnp.full((max_iterations + 1,), J0),
     )
-    X, U, J, K, k, _, i, done, costs = jax.lax.while_loop(
-        lambda carry: (carry[6] < max_iterations) & ~carry[7], iterate, init
+    X, U, J, _, i, done, costs = jax.lax.while_loop(
+        lambda carry: (carry[4] < max_iterations) & ~carry[5], iterate, init
     )
-    return ILQRSolution(X, U, K, k, J, costs, i, done)
+    K, k, reg = feedback(X, U)
+    return ILQRSolution(X, U, K, k, reg, J, costs, i, done)

@@ -8,7 +8,13 @@ al., 2012, "A survey of MCTS methods", Algorithm 2 "UCT") has four phases:
 
        Score(j) = W_j / N_j + 2C √(2 ln N(parent) / N_j),
 
-   where N_j counts the simulations through child j and W_j sums their returns.
+   where N_j counts the simulations through child j and W_j sums their returns. This is
+   the form of Browne et al. (2012, eq. 2); Kocsis & Szepesvári write the bonus
+   2C_p √(ln N(parent) / N_j), the same score with C_p = √2 C. So C = 1/2 gives UCB1's
+   √(2 ln N / N_j) (Auer et al., 2002), and the default C = 1/√2 (the constant Kocsis &
+   Szepesvári give for returns in [0, 1], in their form) explores √2 times more. A child
+   never visited scores +∞, so every action is tried once before any is tried twice (UCB1's
+   initialisation); during the search this rule acts through expansion below.
 2. *Expansion*: an untried action of the node reached, drawn uniformly, is tried once in
    the model, creating a child. Untried actions are therefore expanded before any sibling
    is revisited.
@@ -33,7 +39,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from minirl.core.config import check_positive_int, check_range
+from ..core.config import check_positive_int, check_range
 
 Model = Callable[[jax.Array, Any, jax.Array], tuple[Any, jax.Array, jax.Array]]
 """``model(key, state, action) -> (next_state, reward, terminated)``."""
@@ -135,7 +141,13 @@ def init_tree(root_state: Any, num_actions: int, num_simulations: int) -> Tree:
 
 
 def uct_scores(tree: Tree, node: jax.Array, c: float) -> jax.Array:
-    """Score of every child of ``node``: W/N + 2C √(2 ln N(node) / N) (+∞ where N = 0)."""
+    """UCT score of every action at ``node`` (Kocsis & Szepesvári, 2006, in the form of
+    Browne et al., 2012, eq. 2, see the module doc), with N_j and W_j of child j:
+
+        Score(j) = W_j / N_j + 2c √(2 ln N(node) / N_j),     +∞ where N_j = 0,
+
+    the +∞ covering untried actions (no child yet) and children with no visit recorded.
+    Returns [num_actions]."""
     children = tree.children[node]
     n = tree.visits[jnp.maximum(children, 0)].astype(jnp.float32)
     w = tree.value_sum[jnp.maximum(children, 0)]
@@ -245,8 +257,9 @@ def search(
 ) -> SearchResult:
     """UCT search from ``root_state`` with ``num_simulations`` simulations.
 
-    ``c`` is the exploration constant C of the score (C = 1/√2 suits returns in [0, 1];
-    scale it with the range of the returns). A new leaf is valued by the mean return of
+    ``c`` is the exploration constant C of the score (for returns in [0, 1], C = 1/2 is
+    UCB1's bonus and the default 1/√2 a √2 times larger one, see the module doc; scale it
+    with the range of the returns). A new leaf is valued by the mean return of
     ``num_rollouts`` independent rollouts (one by default). Returns the most visited root
     action.
     """

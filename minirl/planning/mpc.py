@@ -10,6 +10,11 @@ value), and only the first action a_t of the plan is executed in the real enviro
 Levine, CS 285 lecture 11). The whole episode is one ``lax.scan``, so it jits end to end and
 vmaps over seeds. Any planner plugs in through :class:`Planner`: random shooting, CEM, MCTS
 and iLQR are provided. :func:`run_planner` is the host-level entry point of ``minirl plan``.
+
+The model is any environment (gymnax 1.x interface), a learned one included. Planning needs
+steps that do not auto-reset: :func:`step_without_reset` uses gymnax's ``step_env`` and
+``is_truncated`` where the env has them and falls back to ``step`` (whose auto-reset only
+matters after the episode ended, where everything is masked).
 """
 
 import time
@@ -20,11 +25,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from gymnax.environments import spaces
 
-from minirl.core import rollout
-from minirl.core.config import check_choice, check_positive_int
-from minirl.planning import lqr, mcts, shooting
+from ..core import rollout
+from ..core.config import ConfigError, check_choice, check_positive_int
+from . import lqr, mcts, shooting
 
 
 class Planner(NamedTuple):
@@ -49,6 +53,24 @@ class MPCResult(eqx.Module):
     final_state: Any  # the environment state after the last step of the episode
 
 
+def step_without_reset(
+    env: Any, key: jax.Array, state: Any, action: jax.Array, env_params: Any
+) -> tuple[Any, jax.Array, jax.Array, jax.Array]:
+    """``(next_state, reward, terminated, truncated)`` of one step that keeps the state at
+    an episode's end (gymnax's ``step_env``), or of ``env.step`` for an env without it."""
+    if hasattr(env, "step_env"):
+        _, next_state, reward, terminated, _ = env.step_env(key, state, action, env_params)
+        truncated = (
+            env.is_truncated(next_state, env_params) if hasattr(env, "is_truncated")
+            else jnp.array(False)
+        )
+    else:
+        _, next_state, reward, terminated, truncated, _ = env.step(key, state, action,
+                                                                   env_params)
+    return (next_state, jnp.asarray(reward, jnp.float32), jnp.asarray(terminated, bool),
+            jnp.asarray(truncated, bool))
+
+
 def mpc(
     key: jax.Array,
     env: Any,
@@ -59,10 +81,9 @@ def mpc(
 ) -> MPCResult:
     """Run ``planner`` in closed loop for ``num_steps`` steps (one episode, then masked).
 
-    Starts from ``env.reset(key)`` unless ``env_state`` is given. The environment is stepped
-    with ``env.step_env``; ``terminated`` or the time limit (``env.is_truncated``) ends the
-    episode, as in gymnax 1.x's ``env.step``, after which the state is held and the rewards
-    are zero instead of auto-resetting.
+    Starts from ``env.reset(key)`` unless ``env_state`` is given. ``terminated`` or the time
+    limit ends the episode (gymnax 1.x), after which the state is held and the rewards are
+    zero instead of auto-resetting.
     """
     check_positive_int("num_steps", num_steps)
     reset_key, key = jax.random.split(key)
@@ -73,10 +94,12 @@ def mpc(
         state, plan_carry, ended, total, length = carry
         plan_key, step_key = jax.random.split(key)
         action, plan_carry = planner.act(plan_key, state, plan_carry)
-        _, next_state, reward, terminated, _ = env.step_env(step_key, state, action, env_params)
-        done = jnp.asarray(terminated, bool) | env.is_truncated(next_state, env_params)
+        next_state, reward, terminated, truncated = step_without_reset(
+            env, step_key, state, action, env_params
+        )
+        done = terminated | truncated
         live = ~ended
-        reward = jnp.where(live, jnp.asarray(reward, jnp.float32), 0.0)
+        reward = jnp.where(live, reward, 0.0)
         # after the episode's end the state is frozen (no auto-reset: one episode per run)
         state = jax.tree.map(lambda new, old: jnp.where(live, new, old), next_state, state)
         ended = ended | done
@@ -99,37 +122,38 @@ def mpc(
 # ----------------------------------------------------------------------------- models
 
 
+def _env_name(env: Any) -> str:
+    return getattr(env, "name", type(env).__name__)
+
+
 def _box(env: Any, env_params: Any) -> tuple[jax.Array, jax.Array]:
-    space = env.action_space(env_params)
-    if not isinstance(space, spaces.Box):
-        raise ValueError(
-            f"env={env.name!r} has a {type(space).__name__} action space; allowed: Box"
+    if rollout.action_kind(env, env_params) != "continuous":
+        raise ConfigError(
+            f"env={_env_name(env)!r} has discrete actions; this planner needs a continuous "
+            "(box) action space"
         )
-    shape = space.shape if len(space.shape) else (1,)
-    low = jnp.broadcast_to(jnp.asarray(space.low, jnp.float32), shape)
-    high = jnp.broadcast_to(jnp.asarray(space.high, jnp.float32), shape)
+    low, high = rollout.action_bounds(env, env_params)
+    if not low.shape:
+        low, high = low[None], high[None]
     return low, high
 
 
 def cost_model(env: Any, env_params: Any) -> shooting.Step:
-    """The shooting model of a gymnax env: state (env_state, ended), cost = −reward.
+    """The shooting model of an env: state (env_state, ended), cost = −reward.
 
-    Uses ``env.step_env`` with a fixed key (no auto-reset); rewards after a termination
-    count zero.
+    Steps with a fixed key and without auto-reset (:func:`step_without_reset`); rewards
+    after a termination count zero.
     """
     key = jax.random.PRNGKey(0)
 
     def step(state, action):
         env_state, ended = state
-        _, env_state, reward, terminated, _ = env.step_env(key, env_state, action, env_params)
-        cost = jnp.where(ended, 0.0, -jnp.asarray(reward, jnp.float32))
-        return (env_state, ended | jnp.asarray(terminated, bool)), cost
+        env_state, reward, terminated, _ = step_without_reset(env, key, env_state, action,
+                                                              env_params)
+        cost = jnp.where(ended, 0.0, -reward)
+        return (env_state, ended | terminated), cost
 
     return step
-
-
-# Vector views of gymnax states with differentiable transitions, for iLQR.
-VECTOR_FIELDS = {"Pendulum-v1": ("theta", "theta_dot")}
 
 
 def vector_model(env: Any, env_params: Any, fields: tuple[str, ...]):
@@ -139,8 +163,10 @@ def vector_model(env: Any, env_params: Any, fields: tuple[str, ...]):
     action box by u = mid + half·tanh(v) so that the bounds hold and gradients stay alive.
     The cost is −reward of ``env.with_transition_gradients().step_env``.
     """
-    if not env.supports_transition_gradients:
-        raise ValueError(f"env={env.name!r} has no differentiable transitions; iLQR needs them")
+    if not getattr(env, "supports_transition_gradients", False):
+        raise ConfigError(
+            f"env={_env_name(env)!r} has no differentiable transitions; iLQR needs them"
+        )
     diff_env = env.with_transition_gradients()
     low, high = _box(env, env_params)
     mid, half = (high + low) / 2, (high - low) / 2
@@ -239,11 +265,11 @@ def mcts_planner(
 ) -> Planner:
     """UCT with the env as model (discrete actions), searched afresh at every step; each new
     leaf is valued by the mean of ``num_rollouts`` uniformly random rollouts."""
-    space = env.action_space(env_params)
-    if not isinstance(space, spaces.Discrete):
-        raise ValueError(
-            f"env={env.name!r} has a {type(space).__name__} action space; allowed: Discrete"
+    if rollout.action_kind(env, env_params) != "discrete":
+        raise ConfigError(
+            f"env={_env_name(env)!r} has continuous actions; mcts needs a discrete action space"
         )
+    num_actions = rollout.num_actions(env, env_params)
     model = mcts.gymnax_model(env, env_params)
 
     def act(key, env_state, carry):
@@ -251,7 +277,7 @@ def mcts_planner(
             key,
             model,
             env_state,
-            num_actions=int(space.n),
+            num_actions=num_actions,
             num_simulations=num_simulations,
             c=c,
             gamma=gamma,
@@ -294,11 +320,13 @@ def ilqr_planner(
 
 # ----------------------------------------------------------------------------- host level
 
-CONTINUOUS = ("Pendulum-v1", "MountainCarContinuous-v0")
-PLANNERS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
-    "random_shooting": (CONTINUOUS, {"horizon": 30, "num_samples": 1000}),
+# Vector views of gymnax states with differentiable transitions, for iLQR (by env name).
+VECTOR_FIELDS = {"Pendulum-v1": ("theta", "theta_dot")}
+
+PLANNERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "random_shooting": ("continuous", {"horizon": 30, "num_samples": 1000}),
     "cem": (
-        CONTINUOUS,
+        "continuous",
         {
             "horizon": 30,
             "num_samples": 200,
@@ -309,7 +337,7 @@ PLANNERS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
         },
     ),
     "mcts": (
-        ("CartPole-v1", "Acrobot-v1", "MountainCar-v0"),
+        "discrete",
         {
             "num_simulations": 64,
             "c": 0.5,
@@ -319,52 +347,57 @@ PLANNERS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
             "max_depth": 1000,
         },
     ),
-    "ilqr": (tuple(VECTOR_FIELDS), {"horizon": 40, "max_iterations": 10, "reg_init": 1.0}),
+    "ilqr": ("differentiable", {"horizon": 40, "max_iterations": 10, "reg_init": 1.0}),
 }
-"""planner name -> (env ids it supports, default options)."""
+"""planner name -> (the envs it plans in, default options). "differentiable": an env with
+differentiable transitions and a vector view of its state (``VECTOR_FIELDS``)."""
+
+_INTEGER_OPTIONS = ("horizon", "num_samples", "num_elites", "iterations", "num_simulations",
+                    "max_iterations", "max_depth", "num_rollouts")
 
 
-def make_planner(planner: str, env_id: str, options: dict[str, Any] | None = None) -> Planner:
-    """The named planner for ``env_id`` with ``options`` overriding its defaults."""
+def make_planner(
+    planner: str, env: Any, env_params: Any, options: dict[str, Any] | None = None
+) -> Planner:
+    """The named planner for ``env`` with ``options`` overriding its defaults; a
+    :class:`ConfigError` names an unknown planner or option, a bad value, or an env the
+    planner cannot plan in."""
     check_choice("planner", planner, PLANNERS)
-    env_ids, defaults = PLANNERS[planner]
-    check_choice("env", env_id, env_ids)
+    needs, defaults = PLANNERS[planner]
+    if needs == "differentiable" and _env_name(env) not in VECTOR_FIELDS:
+        raise ConfigError(
+            f"env={_env_name(env)!r} is not supported by ilqr; it needs differentiable "
+            f"transitions and a state vector (supported: {', '.join(VECTOR_FIELDS)})"
+        )
     options = dict(options or {})
     unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown option {unknown[0]!r} for planner {planner!r}; allowed: {', '.join(defaults)}"
         )
     merged = {**defaults, **options}
-    for name in (
-        "horizon",
-        "num_samples",
-        "num_elites",
-        "iterations",
-        "num_simulations",
-        "max_iterations",
-        "max_depth",
-        "num_rollouts",
-    ):
+    for name in _INTEGER_OPTIONS:
         if name in merged:
+            if float(merged[name]) != int(merged[name]):
+                raise ConfigError(f"{name}={merged[name]!r} must be an integer ≥ 1")
             merged[name] = int(merged[name])
             check_positive_int(name, merged[name])
     if "rollout_depth" in merged:
         merged["rollout_depth"] = int(merged["rollout_depth"])
         check_positive_int("rollout_depth", merged["rollout_depth"], minimum=0)
-    env, env_params = rollout.make_env(env_id)
     factory = {
         "random_shooting": random_shooting_planner,
         "cem": cem_planner,
         "mcts": mcts_planner,
-        "ilqr": lambda e, p, **kw: ilqr_planner(e, p, fields=VECTOR_FIELDS[env_id], **kw),
+        "ilqr": lambda e, p, **kw: ilqr_planner(e, p, fields=VECTOR_FIELDS[_env_name(e)], **kw),
     }[planner]
     return factory(env, env_params, **merged)
 
 
 def run_planner(
     planner: str,
-    env_id: str,
+    env: Any,
+    env_params: Any,
     seeds: int = 4,
     steps: int | None = None,
     options: dict[str, Any] | None = None,
@@ -376,14 +409,12 @@ def run_planner(
     ``returns`` [seeds] and ``lengths`` [seeds] (the episode of each seed),
     ``rewards`` [seeds, steps] (per-step rewards, zero after the episode ended),
     ``options`` (the planner options used), ``env_steps`` (seeds × steps) and
-    ``wall_time_s`` (including compilation). Raises ``ValueError`` for an unknown planner,
-    an unsupported env, an unknown option or a bad value.
+    ``wall_time_s`` (including compilation).
     """
     check_positive_int("seeds", seeds)
-    plan = make_planner(planner, env_id, options)
-    env, env_params = rollout.make_env(env_id)
+    plan = make_planner(planner, env, env_params, options)
     if steps is None:
-        steps = int(env_params.max_steps_in_episode)
+        steps = int(getattr(env_params, "max_steps_in_episode", 200))
     check_positive_int("steps", steps)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     run = jax.jit(jax.vmap(lambda key: mpc(key, env, env_params, plan, steps)))
@@ -392,7 +423,6 @@ def run_planner(
     wall = time.perf_counter() - start
     return {
         "planner": planner,
-        "env": env_id,
         "options": {**PLANNERS[planner][1], **(options or {})},
         "returns": np.asarray(result.episode_return),
         "lengths": np.asarray(result.episode_length),

@@ -28,7 +28,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from minirl.core.config import check_positive_int, check_range
+from ..core.config import ConfigError, check_positive_int, check_range
 
 Step = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
 """``step(state, action[m]) -> (next_state, cost)``, deterministic."""
@@ -84,7 +84,7 @@ def _check_bounds(low, high, action_dim):
     except jax.errors.ConcretizationTypeError:  # traced bounds: nothing to check
         bad = False
     if bad:
-        raise ValueError(f"low={low} exceeds high={high}; allowed: low ≤ high elementwise")
+        raise ConfigError(f"low={low} exceeds high={high}; allowed: low ≤ high elementwise")
     return low, high
 
 
@@ -101,10 +101,13 @@ def random_shooting(
 ) -> Plan:
     """Best of ``num_samples`` sequences drawn uniformly from [low, high]^{H×m}.
 
-    ``low`` and ``high`` have shape [m] (or broadcast to it) and fix the action dimension.
+    ``low`` and ``high`` are finite, have shape [m] (or broadcast to it) and fix the action
+    dimension.
     """
     check_positive_int("horizon", horizon)
     check_positive_int("num_samples", num_samples)
+    check_range("low", low)  # finite: the samples are uniform in the box
+    check_range("high", high)
     action_dim = jnp.shape(low)[-1] if jnp.ndim(low) else 1
     low, high = _check_bounds(jnp.asarray(low), jnp.asarray(high), action_dim)
     candidates = jax.random.uniform(
@@ -137,20 +140,23 @@ def cem(
     """Cross-entropy method over sequences of shape ``init_mean`` [H, m] (see module doc).
 
     ``init_std`` is a scalar or [H, m]; ``smoothing`` is β; samples are clipped to
-    [low, high]. Returns the best sequence evaluated, with its predicted states and cost.
+    [low, high] (an infinite bound leaves that side open). Returns the best sequence
+    evaluated, with its predicted states and cost.
     """
     check_positive_int("num_samples", num_samples, minimum=2)
     check_positive_int("num_elites", num_elites)
     check_positive_int("iterations", iterations)
     if num_elites > num_samples:
-        raise ValueError(
+        raise ConfigError(
             f"num_elites={num_elites} exceeds num_samples={num_samples}; allowed: "
             "1 ≤ num_elites ≤ num_samples"
         )
     check_range("smoothing", smoothing, 0.0, 1.0, high_inclusive=False)
     check_range("init_std", init_std, 0.0)
+    check_range("low", low, allow_inf=True)  # ±inf: that side unbounded
+    check_range("high", high, allow_inf=True)
     if init_mean.ndim != 2:
-        raise ValueError(f"init_mean has shape {init_mean.shape}; allowed: [H, m]")
+        raise ConfigError(f"init_mean has shape {init_mean.shape}; allowed: [H, m]")
     low, high = _check_bounds(jnp.asarray(low), jnp.asarray(high), init_mean.shape[-1])
     mean = jnp.clip(init_mean, low, high)
     std = jnp.broadcast_to(jnp.asarray(init_std, mean.dtype), mean.shape)

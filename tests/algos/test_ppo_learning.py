@@ -6,6 +6,7 @@ in the last 10% of its env steps — what ``minirl train`` reports as ``final_re
 import numpy as np
 import pytest
 
+from minirl import envs
 from minirl.algos import ppo
 from tests.algos.learning import train_seeds
 
@@ -13,26 +14,29 @@ pytestmark = pytest.mark.learning
 
 
 def preset_config(env_id: str, total_steps: int, **overrides) -> ppo.Config:
-    return ppo.Config(**{**ppo.preset(env_id), "env_id": env_id, "total_steps": total_steps,
-                         **overrides})
+    return ppo.Config(**{**ppo.preset(env_id), "total_steps": total_steps, **overrides})
 
 
 @pytest.mark.timeout(600)
 def test_ppo_solves_cartpole_in_200k_steps():
-    finals = train_seeds(ppo, preset_config("CartPole-v1", 200_000))
+    env, env_params = envs.make("CartPole-v1")
+    finals = train_seeds(ppo, preset_config("CartPole-v1", 200_000), env, env_params)
     print(f"ppo CartPole-v1: final returns {np.round(finals, 1)}")
     assert np.median(finals) >= 475, finals
 
 
 @pytest.mark.timeout(900)
 def test_ppo_gaussian_reaches_minus_200_on_pendulum_in_1m_steps():
-    finals = train_seeds(ppo, preset_config("Pendulum-v1", 1_000_000))
+    env, env_params = envs.make("Pendulum-v1")
+    finals = train_seeds(ppo, preset_config("Pendulum-v1", 1_000_000), env, env_params)
     print(f"ppo Pendulum-v1: final returns {np.round(finals, 1)}")
     assert np.median(finals) >= -200, finals
 
 
 @pytest.mark.timeout(600)
 def test_dual_ascent_solves_cartpole_in_300k_steps():
-    finals = train_seeds(ppo, preset_config("CartPole-v1", 300_000, objective="lagrangian"))
+    env, env_params = envs.make("CartPole-v1")
+    config = preset_config("CartPole-v1", 300_000, objective="lagrangian")
+    finals = train_seeds(ppo, config, env, env_params)
     print(f"ppo (lagrangian, dual ascent) CartPole-v1: final returns {np.round(finals, 1)}")
     assert np.median(finals) >= 475, finals

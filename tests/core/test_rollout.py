@@ -12,7 +12,9 @@ from gymnax.environments.classic_control.cartpole import EnvState as CartPoleSta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minirl import envs
 from minirl.core import rollout
+from minirl.core.config import ConfigError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -22,8 +24,7 @@ FEW = settings(max_examples=8)
 
 
 def make_collector(env_id, max_steps):
-    env, params = rollout.make_env(env_id)
-    params = params.replace(max_steps_in_episode=max_steps)
+    env, params = envs.make(env_id, max_steps_in_episode=max_steps)
     policy = rollout.random_policy(env, params)
 
     @jax.jit
@@ -180,13 +181,19 @@ def test_episode_stats_update():
 
 
 def test_env_queries():
-    assert rollout.action_kind("CartPole-v1") == "discrete"
-    assert rollout.action_kind("Pendulum-v1") == "continuous"
-    assert rollout.num_actions("CartPole-v1") == 2
-    assert rollout.observation_shape("CartPole-v1") == (4,)
+    cartpole, pendulum = envs.make("CartPole-v1"), envs.make("Pendulum-v1", max_torque=1.5)
+    assert rollout.action_kind(*cartpole) == "discrete"
+    assert rollout.action_kind(*pendulum) == "continuous"
+    assert rollout.num_actions(*cartpole) == 2
+    assert rollout.observation_shape(*cartpole) == (4,)
+    assert rollout.action_shape(*pendulum) == (1,)
+    low, high = rollout.action_bounds(*pendulum)
+    np.testing.assert_array_equal(low, [-1.5])
+    np.testing.assert_array_equal(high, [1.5])
 
 
-def test_unknown_env_id_raises_naming_it():
-    with pytest.raises(ValueError, match="NoSuchEnv-v9") as info:
-        rollout.make_env("NoSuchEnv-v9")
-    assert "CartPole-v1" in str(info.value)  # and lists what is allowed
+def test_an_object_without_the_interface_is_refused():
+    with pytest.raises(ConfigError, match="lacks step"):
+        rollout.check_env(type("NotAnEnv", (), {"reset": lambda *a: None,
+                                               "observation_space": lambda *a: None,
+                                               "action_space": lambda *a: None})())

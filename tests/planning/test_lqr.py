@@ -1,5 +1,7 @@
 """LQR, noisy LQR, parallel LQR and iLQR against dense and closed-form references (float64)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import scipy.linalg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minirl.core.config import ConfigError
 from minirl.planning import lqr
 
 pytestmark = pytest.mark.timeout(300)
@@ -186,24 +189,31 @@ def lq_functions(F, f, C, c, C_final, c_final):
     return dynamics, cost, lambda x: 0.5 * x @ C_final @ x + c_final @ x
 
 
+@functools.partial(jax.jit, static_argnames="max_iterations")
+def ilqr_on_lq(F, f, C, c, x0, C_final, c_final, U0, max_iterations):
+    """iLQR on the LQ problem given as functions (the problem is traced: one compile a shape)."""
+    dynamics, cost, final_cost = lq_functions(F, f, C, c, C_final, c_final)
+    return lqr.ilqr(dynamics, cost, x0, U0, final_cost, max_iterations=max_iterations)
+
+
 @settings(max_examples=10)
 @given(SEEDS, SHAPES)
 def test_ilqr_solves_lq_in_one_iteration(seed, shape):
     problem = random_problem(seed, *shape)
     T, n, m = shape
     with jax.enable_x64(True):
-        F, f, C, c, x0, C_final, c_final = map(jnp.asarray, problem)
-        dynamics, cost, final_cost = lq_functions(F, f, C, c, C_final, c_final)
+        args = tuple(map(jnp.asarray, problem))
         U0 = jnp.asarray(np.random.default_rng(seed).normal(size=(T, m)))
-        one = jax.jit(
-            lambda x0, U0: lqr.ilqr(dynamics, cost, x0, U0, final_cost, max_iterations=1)
-        )(x0, U0)
-        exact = LQR(F, f, C, c, x0, C_final, c_final)
+        one = ilqr_on_lq(*args, U0, max_iterations=1)
+        exact = LQR(*args)
         np.testing.assert_allclose(one.states, exact.states, rtol=1e-7, atol=1e-7)
         np.testing.assert_allclose(one.actions, exact.actions, rtol=1e-7, atol=1e-7)
         np.testing.assert_allclose(one.cost, exact.cost, rtol=1e-7, atol=1e-7)
+        # the feedback is the LQR's; the open-loop step at the optimum is zero
+        np.testing.assert_allclose(one.K, exact.K, rtol=1e-7, atol=1e-7)
+        np.testing.assert_allclose(one.k, 0.0, atol=1e-7)
         # and then it stops: nothing is left to improve
-        full = jax.jit(lambda x0, U0: lqr.ilqr(dynamics, cost, x0, U0, final_cost))(x0, U0)
+        full = ilqr_on_lq(*args, U0, max_iterations=50)
         assert bool(full.converged) and int(full.iterations) <= 2
 
 
@@ -222,6 +232,16 @@ def pendulum(params):
     return dynamics, cost, lambda x: 10.0 * (1.0 - jnp.cos(x[0])) + x[1] ** 2
 
 
+@jax.jit
+def ilqr_pendulum_trig(params, x0, U0):
+    """iLQR on :func:`pendulum` and the open-loop costs of U0 and of the returned actions."""
+    dynamics, cost, final_cost = pendulum(params)
+    solution = lqr.ilqr(dynamics, cost, x0, U0, final_cost, max_iterations=15)
+    _, initial = lqr.rollout(dynamics, cost, x0, U0, final_cost)
+    _, final = lqr.rollout(dynamics, cost, x0, solution.actions, final_cost)
+    return solution, initial, final
+
+
 @settings(max_examples=15)
 @given(
     SEEDS,
@@ -230,18 +250,136 @@ def pendulum(params):
     st.floats(-3.0, 3.0),
 )
 def test_ilqr_cost_never_increases(seed, dt, gravity, theta0):
-    dynamics, cost, final_cost = pendulum((dt, gravity, 1.0))
+    params = (jnp.float32(dt), jnp.float32(gravity), jnp.float32(1.0))
     x0 = jnp.array([theta0, 0.0])
     U0 = 0.5 * jax.random.normal(jax.random.PRNGKey(seed % 1000), (20, 1))
-    solve = jax.jit(lambda x0, U0: lqr.ilqr(dynamics, cost, x0, U0, final_cost, max_iterations=15))
-    solution = solve(x0, U0)
+    solution, initial, final = ilqr_pendulum_trig(params, x0, U0)
     costs = np.asarray(solution.costs)
     assert np.all(np.diff(costs) <= 0.0), costs
-    _, initial = lqr.rollout(dynamics, cost, x0, U0, final_cost)
-    _, final = lqr.rollout(dynamics, cost, x0, solution.actions, final_cost)
     np.testing.assert_allclose(costs[0], initial, rtol=1e-5)
     np.testing.assert_allclose(solution.cost, final, rtol=1e-5)
     assert float(solution.cost) <= float(initial)
+
+
+# ----------------------------------------------------------------------------- iLQR, nonlinear
+
+DT, GRAVITY = 0.05, 9.81
+Q_DIAG, R, Q_FINAL_DIAG = np.array([2.0, 0.2]), 0.1, np.array([20.0, 2.0])
+
+
+def pendulum_dynamics(x, u, t):
+    """An inverted pendulum x = (θ, θ̇) under a saturating torque 2 tanh(u) (θ = 0 upright)."""
+    theta_dot = x[1] + DT * (GRAVITY * jnp.sin(x[0]) + 2.0 * jnp.tanh(u[0]))
+    return jnp.stack([x[0] + DT * theta_dot, theta_dot])
+
+
+def quadratic_cost(x, u, t):
+    return 0.5 * (Q_DIAG @ x**2 + R * u[0] ** 2)
+
+
+def quadratic_final_cost(x):
+    return 0.5 * Q_FINAL_DIAG @ x**2
+
+
+def plain_rollout_cost(x0, U):
+    """Total cost of the action sequence U from x0: a Python loop, independent of lqr.rollout."""
+    x, total = x0, 0.0
+    for t in range(U.shape[0]):
+        total = total + quadratic_cost(x, U[t], t)
+        x = pendulum_dynamics(x, U[t], t)
+    return total + quadratic_final_cost(x)
+
+
+PLAIN_COST = jax.jit(plain_rollout_cost)
+PLAIN_GRADIENT = jax.jit(jax.grad(plain_rollout_cost, argnums=1))  # ∇_U J(U)
+
+
+def pendulum_lq_model(states, actions):
+    """The pendulum's linearisation and the cost's derivatives at (states, actions), by hand:
+    F_t = ∂f/∂[x; u], C_t = ∇²ℓ, c_t = ∇ℓ, and the final cost's, as numpy arrays."""
+    states, actions = np.asarray(states), np.asarray(actions)
+    T = actions.shape[0]
+    F = np.zeros((T, 2, 3))
+    for t in range(T):
+        wobble = DT * GRAVITY * np.cos(states[t, 0])  # ∂θ̇'/∂θ
+        push = DT * 2.0 / np.cosh(actions[t, 0]) ** 2  # ∂θ̇'/∂u
+        F[t] = [[1.0 + DT * wobble, DT, DT * push], [wobble, 1.0, push]]
+    C = np.broadcast_to(np.diag([*Q_DIAG, R]), (T, 3, 3))
+    c = np.einsum("tij,tj->ti", C, np.concatenate([states[:-1], actions], axis=1))
+    C_final = np.diag(Q_FINAL_DIAG)
+    return F, C, c, C_final, C_final @ states[-1]
+
+
+def random_start(seed, T=20):
+    rng = np.random.default_rng(seed)
+    x0 = np.array([rng.uniform(-1.5, 1.5), rng.uniform(-1.0, 1.0)])
+    return jnp.asarray(x0), jnp.asarray(0.5 * rng.normal(size=(T, 1)))
+
+
+ILQR_PENDULUM = {}
+
+
+def ilqr_pendulum(max_iterations, tol=1e-6):
+    key = (max_iterations, tol)
+    if key not in ILQR_PENDULUM:
+        ILQR_PENDULUM[key] = jax.jit(
+            lambda x0, U0: lqr.ilqr(
+                pendulum_dynamics,
+                quadratic_cost,
+                x0,
+                U0,
+                quadratic_final_cost,
+                max_iterations=max_iterations,
+                tol=tol,
+            )
+        )
+    return ILQR_PENDULUM[key]
+
+
+@settings(max_examples=10)
+@given(SEEDS, st.sampled_from([1, 2, 3]))
+def test_ilqr_gains_are_the_lqr_law_at_the_returned_trajectory(seed, max_iterations):
+    """Stopped early, on a nonlinear system: K and k are the LQR gains of the model linearised
+    by hand at the returned trajectory (not at the one before the last accepted step)."""
+    with jax.enable_x64(True):
+        x0, U0 = random_start(seed)
+        solution = ilqr_pendulum(max_iterations)(x0, U0)
+        assert float(solution.reg) == 0.0  # convex cost: Q_uu ≻ 0 without regularisation
+        F, C, c, C_final, c_final = map(
+            jnp.asarray, pendulum_lq_model(solution.states, solution.actions)
+        )
+        zeros = jnp.zeros(F.shape[:2])
+        reference = LQR(F, zeros, C, c, jnp.zeros(2), C_final, c_final)
+        np.testing.assert_allclose(solution.K, reference.K, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(solution.k, reference.k, rtol=1e-8, atol=1e-10)
+        # the trajectory returned is a rollout of the true dynamics from x0
+        x = x0
+        for t in range(U0.shape[0]):
+            np.testing.assert_allclose(solution.states[t], x, rtol=1e-12, atol=1e-12)
+            x = pendulum_dynamics(x, solution.actions[t], t)
+        np.testing.assert_allclose(solution.states[-1], x, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=10)
+@given(SEEDS)
+def test_ilqr_converges_to_a_stationary_point(seed):
+    """On a nonlinear system, iLQR's fixed point is a stationary point of the open-loop cost:
+    ∇_U J(U) = 0, by autodiff of a plain rollout; the costs never increase on the way."""
+    with jax.enable_x64(True):
+        x0, U0 = random_start(seed)
+        solution = ilqr_pendulum(200, tol=1e-14)(x0, U0)
+        assert bool(solution.converged)
+        start = float(jnp.max(jnp.abs(PLAIN_GRADIENT(x0, U0))))
+        end = float(jnp.max(jnp.abs(PLAIN_GRADIENT(x0, solution.actions))))
+        assert end <= 1e-5 * max(start, 1.0), (start, end)
+        costs = np.asarray(solution.costs)
+        assert np.all(np.diff(costs) <= 0.0), costs
+        np.testing.assert_allclose(costs[0], PLAIN_COST(x0, U0), rtol=1e-12)
+        final = PLAIN_COST(x0, solution.actions)
+        np.testing.assert_allclose(solution.cost, final, rtol=1e-12)
+        np.testing.assert_allclose(costs[-1], final, rtol=1e-12)
+        # nothing left to step: the open-loop term of the returned law vanishes
+        assert float(jnp.max(jnp.abs(solution.k))) <= 1e-3
 
 
 def test_ilqr_vmaps_over_initial_states():
@@ -255,14 +393,32 @@ def test_ilqr_vmaps_over_initial_states():
         np.testing.assert_allclose(batched.actions[i], single.actions, rtol=1e-4, atol=1e-5)
 
 
-def test_bad_shapes_raise():
+def test_bad_input_raises_config_error():
     F, f, C, c, x0, C_final, c_final = map(jnp.asarray, random_problem(0, 3, 2, 1))
-    with pytest.raises(ValueError, match="f has shape"):
+    dynamics, cost, _ = lq_functions(F, f, C, c, C_final, c_final)
+    with pytest.raises(ConfigError, match="f has shape"):
         lqr.lqr(F, f[:2], C, c, x0)
-    with pytest.raises(ValueError, match="x0 has shape"):
+    with pytest.raises(ConfigError, match="x0 has shape"):
         lqr.lqr(F, f, C, c, x0[:1])
-    with pytest.raises(ValueError, match="noise_cov has shape"):
+    with pytest.raises(ConfigError, match="noise_cov has shape"):
         lqr.lqr_gaussian(F, f, C, c, x0, jnp.eye(3))
-    with pytest.raises(ValueError, match="max_iterations"):
-        dynamics, cost, _ = lq_functions(F, f, C, c, C_final, c_final)
+    with pytest.raises(ConfigError, match="U0"):
+        lqr.ilqr(dynamics, cost, x0, jnp.zeros(3))
+    with pytest.raises(ConfigError, match="max_iterations"):
         lqr.ilqr(dynamics, cost, x0, jnp.zeros((3, 1)), max_iterations=0)
+    with pytest.raises(ConfigError, match="reg_min"):
+        lqr.ilqr(dynamics, cost, x0, jnp.zeros((3, 1)), reg_min=0.0)
+    with pytest.raises(ConfigError, match="tol"):
+        lqr.ilqr(dynamics, cost, x0, jnp.zeros((3, 1)), tol=float("inf"))
+
+
+def test_ilqr_reg_max_inf_means_never_give_up():
+    F, f, C, c, x0, C_final, c_final = map(jnp.asarray, random_problem(0, 3, 2, 1))
+    dynamics, cost, final_cost = lq_functions(F, f, C, c, C_final, c_final)
+    solve = jax.jit(
+        lambda x0, U0: lqr.ilqr(
+            dynamics, cost, x0, U0, final_cost, max_iterations=3, reg_max=float("inf")
+        )
+    )
+    solution = solve(x0, jnp.zeros((3, 1)))
+    assert np.all(np.isfinite(solution.K)) and bool(solution.converged)

@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirl.core import rollout
+from minirl import envs
+from minirl.core.config import ConfigError
 from minirl.planning import mpc
 
 pytestmark = pytest.mark.timeout(600)
@@ -17,9 +18,9 @@ def angle_from_upright(theta) -> float:
 
 
 def test_mpc_vmaps_over_seeds_and_matches_a_loop():
-    env, params = rollout.make_env("Pendulum-v1")
+    env, params = envs.make("Pendulum-v1")
     planner = mpc.make_planner(
-        "cem", "Pendulum-v1", {"horizon": 5, "num_samples": 16, "num_elites": 4, "iterations": 2}
+        "cem", env, params, {"horizon": 5, "num_samples": 16, "num_elites": 4, "iterations": 2}
     )
     run = jax.jit(lambda key: mpc.mpc(key, env, params, planner, 20))
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
@@ -32,7 +33,7 @@ def test_mpc_vmaps_over_seeds_and_matches_a_loop():
 
 
 def test_mpc_stops_counting_at_the_episode_end():
-    env, params = rollout.make_env("CartPole-v1")
+    env, params = envs.make("CartPole-v1")
     always_left = mpc.Planner(lambda s: jnp.zeros(()), lambda key, s, c: (jnp.array(0), c))
     result = jax.jit(lambda key: mpc.mpc(key, env, params, always_left, 100))(jax.random.PRNGKey(0))
     length = int(result.episode_length)
@@ -45,7 +46,7 @@ def test_mpc_stops_counting_at_the_episode_end():
 def test_run_planner_reports_per_seed_returns():
     out = mpc.run_planner(
         "random_shooting",
-        "Pendulum-v1",
+        *envs.make("Pendulum-v1"),
         seeds=2,
         steps=10,
         options={"horizon": 5, "num_samples": 8},
@@ -59,23 +60,38 @@ def test_run_planner_reports_per_seed_returns():
     "planner, env_id, options, match",
     [
         ("nope", "Pendulum-v1", {}, "planner='nope'"),
-        ("cem", "CartPole-v1", {}, "env='CartPole-v1'"),
-        ("mcts", "Pendulum-v1", {}, "env='Pendulum-v1'"),
+        ("cem", "CartPole-v1", {}, "env='CartPole-v1' has discrete actions"),
+        ("mcts", "Pendulum-v1", {}, "env='Pendulum-v1' has continuous actions"),
+        ("ilqr", "MountainCarContinuous-v0", {}, "not supported by ilqr"),
         ("cem", "Pendulum-v1", {"colour": 1}, "unknown option 'colour'"),
         ("cem", "Pendulum-v1", {"horizon": 0}, "horizon"),
         ("cem", "Pendulum-v1", {"num_elites": 500}, "num_elites=500"),
     ],
 )
 def test_run_planner_rejects_bad_input(planner, env_id, options, match):
-    with pytest.raises(ValueError, match=match):
-        mpc.run_planner(planner, env_id, seeds=1, steps=2, options=options)
+    with pytest.raises(ConfigError, match=match):
+        mpc.run_planner(planner, *envs.make(env_id), seeds=1, steps=2, options=options)
 
 
-def test_planners_table():
-    for name, (env_ids, defaults) in mpc.PLANNERS.items():
-        assert env_ids and isinstance(defaults, dict)
-        for env_id in env_ids:
-            mpc.make_planner(name, env_id)
+@pytest.mark.parametrize("name, env_id", [("random_shooting", "Pendulum-v1"),
+                                          ("cem", "MountainCarContinuous-v0"),
+                                          ("mcts", "Acrobot-v1"), ("ilqr", "Pendulum-v1")])
+def test_planners_table(name, env_id):
+    assert isinstance(mpc.PLANNERS[name][1], dict)
+    mpc.make_planner(name, *envs.make(env_id))
+
+
+def test_cem_plans_with_changed_env_parameters():
+    """The planner's model is the env with the user's parameters (here a weaker motor: the
+    plan's actions stay within the smaller bounds)."""
+    env, params = envs.make("Pendulum-v1", max_torque=0.5)
+    out = mpc.run_planner("cem", env, params, seeds=1, steps=5,
+                          options={"horizon": 4, "num_samples": 16, "num_elites": 4})
+    assert out["rewards"].shape == (1, 5)
+    planner = mpc.make_planner("cem", env, params, {"horizon": 4, "num_samples": 16,
+                                                     "num_elites": 4})
+    result = jax.jit(lambda key: mpc.mpc(key, env, params, planner, 5))(jax.random.PRNGKey(0))
+    assert float(jnp.max(jnp.abs(result.actions))) <= 0.5 + 1e-6
 
 
 # ----------------------------------------------------------------------------- demonstrations
@@ -85,8 +101,8 @@ def test_planners_table():
 def test_ilqr_swings_pendulum_up():
     """iLQR (receding horizon, 40 steps, ≤ 10 iterations per step) on gymnax's
     differentiable Pendulum transitions, from hanging straight down at rest."""
-    env, params = rollout.make_env("Pendulum-v1")
-    planner = mpc.make_planner("ilqr", "Pendulum-v1")
+    env, params = envs.make("Pendulum-v1")
+    planner = mpc.make_planner("ilqr", env, params)
     _, state = env.reset(jax.random.PRNGKey(0), params)
     state = state.replace(theta=jnp.array(jnp.pi), theta_dot=jnp.array(0.0))
     result = jax.jit(lambda key: mpc.mpc(key, env, params, planner, 200, env_state=state))(
@@ -98,11 +114,12 @@ def test_ilqr_swings_pendulum_up():
 
 @pytest.mark.learning
 def test_cem_mpc_pendulum():
-    out = mpc.run_planner("cem", "Pendulum-v1", seeds=4)
+    out = mpc.run_planner("cem", *envs.make("Pendulum-v1"), seeds=4)
     assert np.median(out["returns"]) >= -200.0, out["returns"]
 
 
 @pytest.mark.learning
 def test_mcts_keeps_cartpole_up():
-    out = mpc.run_planner("mcts", "CartPole-v1", seeds=4, options={"num_simulations": 64})
+    out = mpc.run_planner("mcts", *envs.make("CartPole-v1"), seeds=4,
+                          options={"num_simulations": 64})
     assert np.median(out["returns"]) >= 475.0, out["returns"]
