@@ -30,13 +30,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from minirl import envs
 from minirl.algos import dqn
 from minirl.core import rollout
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-# The hyperparameters every library runs with (names are minirl's; peers map them).
+# The hyperparameters every library runs with (names are minirl's; peers map them). The
+# peers read ``env_id``; minirl's configs name no environment (contract v2): it is passed
+# to ``train`` as ``envs.make(env_id)``.
 SHARED = dict(
     env_id="CartPole-v1",
     num_envs=1,  # one environment per seed
@@ -85,7 +88,7 @@ def log(message: str) -> None:
 
 def env_only(num_envs: int, num_steps: int, repeats: int) -> dict:
     """Random actions in ``num_envs`` gymnax envs for ``num_steps`` steps, one jitted scan."""
-    env, env_params = rollout.make_env(SHARED["env_id"])
+    env, env_params = envs.make(SHARED["env_id"])
     policy = rollout.random_policy(env, env_params)
 
     def run(key):
@@ -123,7 +126,7 @@ def env_only(num_envs: int, num_steps: int, repeats: int) -> dict:
 
 def minirl_config(hp: dict, **overrides) -> dqn.Config:
     fields = dict(
-        env_id=hp["env_id"], total_steps=hp["total_steps"], num_envs=hp["num_envs"],
+        total_steps=hp["total_steps"], num_envs=hp["num_envs"],
         rollout_steps=hp["rollout_steps"], gradient_steps=hp["gradient_steps"],
         buffer_size=hp["buffer_size"], batch_size=hp["batch_size"],
         learning_starts=hp["learning_starts"], hidden=tuple(hp["hidden"]), network="mlp",
@@ -139,30 +142,34 @@ def minirl_config(hp: dict, **overrides) -> dqn.Config:
     return dqn.Config(**fields)
 
 
-def greedy_returns(config: dqn.Config, state, episodes: int) -> list[float]:
+def greedy_returns(config: dqn.Config, env, env_params, state, episodes: int) -> list[float]:
     from minirl import runner
 
-    returns = runner.evaluate(dqn, config, state, episodes, seed=1)  # [seeds, episodes]
+    # [seeds, episodes]: each seed's greedy policy (state.learner.params, leading seed axis)
+    returns = runner.evaluate(dqn, config, env, env_params, state.learner.params, episodes,
+                              seed=1)
     return [float(r) for r in np.mean(returns, axis=1)]
 
 
 def minirl_train(hp: dict, seeds: int, eval_episodes: int) -> dict:
-    """Whole runs as one program: ``jit(vmap(dqn.train))`` over ``seeds`` keys."""
+    """Whole runs as one program: ``jit(vmap(dqn.train))`` over ``seeds`` keys (the env
+    static, the config and the env parameters traced and shared by every seed)."""
     config = minirl_config(hp)
+    env, env_params = envs.make(hp["env_id"])
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    train = jax.jit(jax.vmap(dqn.train, in_axes=(0, None)))
+    train = jax.jit(jax.vmap(dqn.train, in_axes=(0, None, None, None)), static_argnums=2)
     start = time.perf_counter()
-    compiled = train.lower(keys, config).compile()
+    compiled = train.lower(keys, config, env, env_params).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    state, metrics = compiled(keys, config)
+    state, metrics = compiled(keys, config, env_params)  # static env: not passed again
     jax.block_until_ready((state, metrics))
     run_s = time.perf_counter() - start
     steps = int(np.sum(np.asarray(state.env_steps)))
     return dict(
         library="minirl", seeds=seeds, parallelism=f"jax.vmap over {seeds} keys, one program",
         env_steps=steps, compile_s=compile_s, run_s=run_s, steps_per_s=steps / run_s,
-        final_return_per_seed=greedy_returns(config, state, eval_episodes),
+        final_return_per_seed=greedy_returns(config, env, env_params, state, eval_episodes),
     )
 
 
@@ -175,31 +182,29 @@ def minirl_capacity(hp: dict, capacity: int, chunk: int, repeats: int) -> dict:
     if chunk <= hp["learning_starts"]:
         raise ValueError("chunk must exceed learning_starts so that timed steps update")
     config = minirl_config(hp, buffer_size=capacity, total_steps=10**9)
+    env, env_params = envs.make(hp["env_id"])
 
-    def run(state, config):
-        return jax.lax.scan(lambda s, _: dqn.step(s, config), state, length=chunk)[0]
+    def run(state, config, env_params):
+        return jax.lax.scan(lambda s, _: dqn.step(s, config, env, env_params), state,
+                            length=chunk)[0]
 
-    # dqn.init's target network *is* the online network (same arrays); donation needs
-    # every leaf to own its buffer, so copy once.
-    state = jax.tree.map(
-        lambda x: jnp.array(x, copy=True) if isinstance(x, jax.Array) else x,
-        dqn.init(jax.random.PRNGKey(0), config),
-    )
+    # dqn.init copies the target network, so every leaf owns its buffer and can be donated.
+    state = dqn.init(jax.random.PRNGKey(0), config, env, env_params)
     run = jax.jit(run, donate_argnums=0)
     start = time.perf_counter()
-    compiled = run.lower(state, config).compile()
+    compiled = run.lower(state, config, env_params).compile()
     compile_s = time.perf_counter() - start
-    state = compiled(state, config)  # warm-up: fills past learning_starts
+    state = compiled(state, config, env_params)  # warm-up: fills past learning_starts
     jax.block_until_ready(state)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        state = compiled(state, config)
+        state = compiled(state, config, env_params)
         jax.block_until_ready(state)
         times.append(time.perf_counter() - start)
     run_s = float(np.median(times))
     return dict(capacity=capacity, compile_s=compile_s, us_per_step=run_s / chunk * 1e6,
-                steps_per_s=chunk / run_s, updates=int(state.updates))
+                steps_per_s=chunk / run_s, updates=int(state.learner.updates))
 
 
 # ----------------------------------------------------------------------------- peers

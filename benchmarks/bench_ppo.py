@@ -48,12 +48,14 @@ from bench_dqn import (  # noqa: E402
     write_report,
 )
 
+from minirl import envs  # noqa: E402
 from minirl.algos import ppo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-# The hyperparameters every library runs with (names are minirl's; peers map them).
+# The hyperparameters every library runs with (names are minirl's; peers map them). The
+# peers read ``env_id``; minirl's configs name no environment (contract v2).
 SHARED = dict(
     env_id="CartPole-v1",
     num_envs=64,  # per seed
@@ -84,7 +86,7 @@ TARGET_FLOOR = 1.25  # the bar: a whole run within 1.25× of env only + learner 
 
 def minirl_config(hp: dict, **overrides) -> ppo.Config:
     fields = dict(
-        env_id=hp["env_id"], total_steps=hp["total_steps"], num_envs=hp["num_envs"],
+        total_steps=hp["total_steps"], num_envs=hp["num_envs"],
         rollout_steps=hp["rollout_steps"], num_epochs=hp["num_epochs"],
         num_minibatches=hp["num_minibatches"], hidden=tuple(hp["hidden"]), network="mlp",
         activation=hp["activation"], learning_rate=hp["learning_rate"],
@@ -111,16 +113,27 @@ def timed(fn, *args, repeats: int) -> tuple[float, float, object]:
 
 
 def minirl_train(hp: dict, seeds: int, eval_episodes: int, repeats: int) -> dict:
-    """Whole runs as one program: ``jit(vmap(ppo.train))`` over ``seeds`` keys."""
+    """Whole runs as one program: ``jit(vmap(ppo.train))`` over ``seeds`` keys (the env
+    static, the config and the env parameters traced and shared by every seed)."""
     from minirl import runner
 
     config = minirl_config(hp)
+    env, env_params = envs.make(hp["env_id"])
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    compile_s, run_s, (state, _) = timed(
-        jax.vmap(ppo.train, in_axes=(0, None)), keys, config, repeats=repeats
-    )
+    train = jax.jit(jax.vmap(ppo.train, in_axes=(0, None, None, None)), static_argnums=2)
+    start = time.perf_counter()
+    compiled = train.lower(keys, config, env, env_params).compile()
+    compile_s = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        state, metrics = compiled(keys, config, env_params)  # static env: not passed again
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - start)
+    run_s = float(np.median(times))
     steps = int(np.sum(np.asarray(state.env_steps)))
-    returns = runner.evaluate(ppo, config, state, eval_episodes, seed=1)
+    returns = runner.evaluate(ppo, config, env, env_params, state.learner.params, eval_episodes,
+                              seed=1)
     return dict(
         library="minirl", seeds=seeds, parallelism=f"jax.vmap over {seeds} keys, one program",
         env_steps=steps, compile_s=compile_s, run_s=run_s, steps_per_s=steps / run_s,
@@ -128,44 +141,58 @@ def minirl_train(hp: dict, seeds: int, eval_episodes: int, repeats: int) -> dict
     )
 
 
+def fixed_batches(hp: dict, seeds: int) -> tuple[ppo.Config, ppo.State, ppo.Batch]:
+    """``seeds`` fresh states and one iteration's batch each (collected by the initial
+    policy): the learner's input for the learner-only timings (here and bench_flops.py)."""
+    config = minirl_config(hp)
+    env, env_params = envs.make(hp["env_id"])
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    states = jax.jit(jax.vmap(ppo.init, in_axes=(0, None, None, None)), static_argnums=2)(
+        keys, config, env, env_params)
+
+    def one_batch(state, env_params):
+        params = state.learner.params
+        _, trajectory = ppo.collect(params, state.env, state.key, config, env, env_params)
+        return ppo.make_batch(params, trajectory, config)
+
+    batches = jax.jit(jax.vmap(one_batch, in_axes=(0, None)))(states, env_params)
+    return config, states, batches
+
+
 def minirl_split(hp: dict, seeds: int, repeats: int, train_s: float | None) -> dict:
     """Seconds of env only, collect (env + acting), learner only, and the whole run."""
-    config = minirl_config(hp)
+    config, states, batches = fixed_batches(hp, seeds)
+    env, env_params = envs.make(hp["env_id"])
     iterations = config.num_iterations
-    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    states = jax.jit(jax.vmap(ppo.init, in_axes=(0, None)))(keys, config)
 
     env_s = bench_dqn.env_only(seeds * config.num_envs, iterations * config.rollout_steps,
                                repeats)["run_s"]
 
-    def collect_only(states):
+    def collect_only(states, env_params):
         def one(state):
+            params = state.learner.params
+
             def body(carry, _):
-                env, key = carry
+                env_carry, key = carry
                 key, collect_key = jax.random.split(key)
-                env, trajectory = ppo.collect(state.params, env, collect_key, config)
-                batch = ppo.make_batch(state.params, trajectory, config)
-                return (env, key), jnp.sum(batch.advantage)
+                env_carry, trajectory = ppo.collect(params, env_carry, collect_key, config,
+                                                    env, env_params)
+                batch = ppo.make_batch(params, trajectory, config)
+                return (env_carry, key), jnp.sum(batch.advantage)
             return jax.lax.scan(body, (state.env, state.key), length=iterations)[1]
         return jax.vmap(one)(states)
 
-    _, collect_s, _ = timed(collect_only, states, repeats=repeats)
+    _, collect_s, _ = timed(collect_only, states, env_params, repeats=repeats)
 
-    def one_batch(state):
-        _, trajectory = ppo.collect(state.params, state.env, state.key, config)
-        return ppo.make_batch(state.params, trajectory, config)
+    def learn_only(learners, batches):
+        def one(learner, batch):
+            def body(learner, _):
+                learner, metrics = ppo.learn(learner, batch, config)
+                return learner, metrics["value_loss"]
+            return jax.lax.scan(body, learner, length=iterations)[1]
+        return jax.vmap(one)(learners, batches)
 
-    batches = jax.jit(jax.vmap(one_batch))(states)
-
-    def learn_only(states, batches):
-        def one(state, batch):
-            def body(state, _):
-                state, metrics = ppo.learn(state, batch, config)
-                return state, metrics["value_loss"]
-            return jax.lax.scan(body, state, length=iterations)[1]
-        return jax.vmap(one)(states, batches)
-
-    _, learn_s, _ = timed(learn_only, states, batches, repeats=repeats)
+    _, learn_s, _ = timed(learn_only, states.learner, batches, repeats=repeats)
     return dict(seeds=seeds, env_s=env_s, collect_s=collect_s, acting_s=collect_s - env_s,
                 learn_s=learn_s, floor_s=env_s + learn_s, train_s=train_s,
                 steps=seeds * iterations * config.num_envs * config.rollout_steps)

@@ -1,4 +1,4 @@
-"""Planning with known dynamics on gymnax environments, one jitted program per planner.
+"""Planning with known dynamics, one jitted program per planner.
 
     python examples/plan_pendulum.py
 
@@ -12,14 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minirl.core import rollout
+from minirl import envs
 from minirl.planning import mpc
 
 # 1. iLQR swing-up from θ = π (down), θ̇ = 0
-env, params = rollout.make_env("Pendulum-v1")
+env, params = envs.make("Pendulum-v1")
 _, state = env.reset(jax.random.PRNGKey(0), params)
 state = state.replace(theta=jnp.array(jnp.pi), theta_dot=jnp.array(0.0))
-planner = mpc.make_planner("ilqr", "Pendulum-v1", {"horizon": 40, "max_iterations": 10})
+planner = mpc.make_planner("ilqr", env, params, {"horizon": 40, "max_iterations": 10})
 result = jax.jit(lambda key: mpc.mpc(key, env, params, planner, 200, env_state=state))(
     jax.random.PRNGKey(0)
 )
@@ -31,7 +31,7 @@ print(
 
 # 2. CEM-MPC and 3. MCTS, through the same host-level entry point as `minirl plan`
 for name, env_id in (("cem", "Pendulum-v1"), ("mcts", "CartPole-v1")):
-    out = mpc.run_planner(name, env_id, seeds=4)
+    out = mpc.run_planner(name, *envs.make(env_id), seeds=4)
     print(
         f"{name} on {env_id}: returns {np.round(out['returns'], 1)}, median "
         f"{np.median(out['returns']):.1f} ({out['wall_time_s']:.1f} s with compilation)"

@@ -6,26 +6,30 @@ without recompiling per value.
     python examples/sweep_hyperparameters.py
 """
 
+import dataclasses
 import itertools
 
 import jax
 import numpy as np
 
+from minirl import envs
 from minirl.algos import dqn
 from minirl.core.config import stack
 
+env, env_params = envs.make("CartPole-v1")
 learning_rates = [3e-4, 1e-3]
 seeds = 3
-base = dict(env_id="CartPole-v1", total_steps=30_000, **dqn.preset("CartPole-v1"))
+base = dqn.Config(**{**dqn.preset("CartPole-v1"), "total_steps": 30_000})
 configs = [
-    dqn.Config(**base, learning_rate=lr)
+    dataclasses.replace(base, learning_rate=lr)
     for lr, _ in itertools.product(learning_rates, range(seeds))
 ]
 keys = jax.random.split(jax.random.PRNGKey(0), len(configs))
 
-_, metrics = jax.jit(jax.vmap(dqn.train))(keys, stack(configs))
+train = jax.jit(jax.vmap(dqn.train, in_axes=(0, 0, None, None)), static_argnums=2)
+_, metrics = train(keys, stack(configs), env, env_params)
 
-last = configs[0].num_iterations // 10
+last = base.num_iterations // 10
 episodes = np.asarray(metrics["episodes"][:, -last:]).sum(axis=1)
 final = np.asarray(metrics["episode_return_sum"][:, -last:]).sum(axis=1) / np.maximum(episodes, 1)
 for i, lr in enumerate(learning_rates):

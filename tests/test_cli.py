@@ -362,3 +362,23 @@ def test_sweep_command_bad_grid_is_one_line_error(tmp_path, capsys, grid, messag
     assert cli.main(args) == cli.EXIT_USAGE
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_eval_writes_a_gif_of_a_greedy_episode(finished_run, tmp_path, capsys):
+    from PIL import Image
+
+    path = tmp_path / "episode.gif"
+    assert cli.main(["eval", str(finished_run), "--episodes", "1", "--gif", str(path)]) == 0
+    frames = Image.open(path).n_frames
+    assert frames >= 5 and f"wrote {path} ({frames} frames" in capsys.readouterr().out
+
+
+def test_gif_of_an_env_without_a_visualiser_is_refused():
+    from minirl import envs
+    from minirl.algos import dqn
+    from minirl.cli import animation
+    from minirl.core.config import ConfigError
+
+    env, params = envs.make("DeepSea-bsuite")
+    with pytest.raises(ConfigError, match="no visualiser; --gif supports: Pendulum-v1"):
+        animation.write_gif(dqn, dqn.Config(), env, params, None, "DeepSea-bsuite", "x.gif")

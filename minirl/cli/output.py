@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -67,8 +68,7 @@ class Progress:
         steps = runner.env_steps_done(history)
         rate = steps * self.seeds / max(wall, 1e-9)
         recent = runner.final_returns(history[-max(1, len(history) // 10):], self.seeds)
-        with np.errstate(all="ignore"):
-            recent_mean = np.nanmean(recent) if not np.all(np.isnan(recent)) else float("nan")
+        recent_mean = np.nanmean(recent) if not np.all(np.isnan(recent)) else float("nan")
         width = 28
         filled = int(width * steps / max(self.total, 1))
         text = (
@@ -182,7 +182,8 @@ def plot_curve(run: "runner.Run", path: str) -> None:
     plt = _pyplot()
     steps, curve = learning_curve(run)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # chunks in which no seed finished an episode: NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(curve, axis=0)
         low, high = np.nanmin(curve, axis=0), np.nanmax(curve, axis=0)
     ax.fill_between(steps, low, high, alpha=0.25, label=f"min–max over {run.seeds} seeds")

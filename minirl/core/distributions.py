@@ -132,3 +132,72 @@ class TanhNormal(eqx.Module):
     def mode(self) -> jax.Array:
         """tanh(mean), the image of the Gaussian's mode (the usual deterministic action)."""
         return jnp.tanh(self.mean)
+
+
+class ScaledTanhNormal(eqx.Module):
+    """a = mid + half·tanh(u), u ~ Normal(mean, exp(log_std)): a tanh-Normal stretched onto
+    the box (low, high), with mid = (high + low)/2 and half = (high − low)/2.
+
+    The affine map adds its log-determinant to the change of variables (Haarnoja et al., 2018,
+    "Soft actor-critic algorithms and applications", appendix C, with the scale term):
+
+        log π(a) = log N(u; μ, σ²) − Σ_d log(1 − tanh²(u_d)) − Σ_d log half_d.
+
+    rejax's SAC omits the last sum; it is a constant in the actor's loss but shifts the
+    entropy that automatic temperature tuning compares with its target. ``low`` and ``high``
+    broadcast against ``mean`` (one box for every leading axis).
+    """
+
+    mean: jax.Array  # [..., D] of the pre-squash Gaussian
+    log_std: jax.Array
+    low: jax.Array  # [D]
+    high: jax.Array  # [D]
+
+    @property
+    def unit(self) -> TanhNormal:
+        """The same policy on (−1, 1)^D, before the affine map."""
+        return TanhNormal(self.mean, self.log_std)
+
+    @property
+    def mid(self) -> jax.Array:
+        return 0.5 * (self.high + self.low)
+
+    @property
+    def half(self) -> jax.Array:
+        return 0.5 * (self.high - self.low)
+
+    def to_unit(self, action: jax.Array) -> jax.Array:
+        """(a − mid) / half: a box action in (−1, 1)^D."""
+        return (action - self.mid) / self.half
+
+    def from_unit(self, unit_action: jax.Array) -> jax.Array:
+        """mid + half·x: a unit action on the box."""
+        return self.mid + self.half * unit_action
+
+    def _log_scale(self) -> jax.Array:
+        return jnp.sum(jnp.broadcast_to(jnp.log(self.half), self.mean.shape), axis=-1)
+
+    def sample(self, key: jax.Array) -> jax.Array:
+        return self.from_unit(self.unit.sample(key))
+
+    def sample_and_log_prob(self, key: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """A (reparameterised) sample and its log-prob, from the pre-squash u."""
+        unit_action, log_prob = self.unit.sample_and_log_prob(key)
+        return self.from_unit(unit_action), log_prob - self._log_scale()
+
+    def log_prob(self, action: jax.Array, eps: float = 1e-6) -> jax.Array:
+        """log π(a) by the change of variables above; the unit action is clipped to
+        ±(1 − eps) so that atanh stays finite."""
+        return self.unit.log_prob(self.to_unit(action), eps) - self._log_scale()
+
+    def entropy(self, key: jax.Array) -> jax.Array:
+        """A one-sample estimate of H = −E log π(a) (no closed form); needs ``key``."""
+        return -self.sample_and_log_prob(key)[1]
+
+    def kl(self, other: "ScaledTanhNormal") -> jax.Array:
+        """KL of the pre-squash Normals (an invertible map preserves KL; same box assumed)."""
+        return self.unit.kl(other.unit)
+
+    def mode(self) -> jax.Array:
+        """mid + half·tanh(mean), the image of the Gaussian's mode."""
+        return self.from_unit(jnp.tanh(self.mean))

@@ -92,3 +92,54 @@ def entropy_bonus(entropy: jax.Array, coefficient: float | jax.Array) -> jax.Arr
     """c·H(π(·|s)), added to the objective to keep the policy stochastic (Williams & Peng,
     1991; Mnih et al., 2016)."""
     return coefficient * entropy
+
+
+# ----------------------------------------------------------------------------- maximum entropy
+#
+# Soft (entropy-regularised) RL maximises E[Σ_t γ^t (r_t + α H(π(·|s_t)))] (Ziebart, 2010;
+# Haarnoja et al., 2017, 2018). α > 0 is the temperature; α → 0 recovers the hard case.
+
+
+def soft_value(q: jax.Array, alpha: float | jax.Array) -> jax.Array:
+    """V(s) = α log Σ_a exp(Q(s, a)/α) over the last axis (Haarnoja et al., 2017, "RL with
+    deep energy-based policies", eq. 9; Schulman et al., 2017, "Equivalence between policy
+    gradients and soft Q-learning", eq. 7).
+
+    It is max_a Σ_a π(a)Q(a) + αH(π), attained by π ∝ exp(Q/α); it lies in
+    [max Q, max Q + α log|A|] and tends to max Q as α → 0 (α must be > 0).
+    """
+    return alpha * jax.nn.logsumexp(q / alpha, axis=-1)
+
+
+def policy_soft_value(
+    probs: jax.Array, log_probs: jax.Array, q: jax.Array, alpha: float | jax.Array
+) -> jax.Array:
+    """V^π(s) = Σ_a π(a|s) [Q(s, a) − α log π(a|s)] over the last axis: the soft value of a
+    discrete policy, computed exactly instead of from a sampled action (Christodoulou, 2019,
+    "Soft actor-critic for discrete action settings", eq. 10). Equals :func:`soft_value`
+    when π = softmax(Q/α), and is below it for any other π."""
+    return jnp.sum(probs * (q - alpha * log_probs), axis=-1)
+
+
+def bellman_target(
+    reward: jax.Array,
+    terminated: jax.Array,
+    next_value: jax.Array,
+    gamma: float | jax.Array,
+) -> jax.Array:
+    """y = r + γ (1 − terminated) V(s'), with V(s') the soft value of the *true* next
+    observation (``final_observation`` on truncation): only termination cuts the bootstrap.
+    Soft Q-learning uses V = :func:`soft_value` of the target network; SAC uses
+    V = min_j Q̄_j(s', a') − α log π(a'|s'), a' ~ π (Haarnoja et al., 2018, eq. 3)."""
+    continuation = 1.0 - jnp.asarray(terminated).astype(jnp.result_type(next_value))
+    return reward + gamma * continuation * next_value
+
+
+def temperature_loss(
+    log_alpha: jax.Array, entropy: jax.Array, target_entropy: float | jax.Array
+) -> jax.Array:
+    """J(α) = α (H − H̄), minimised over log α (Haarnoja et al., 2018, "Soft actor-critic
+    algorithms and applications", eq. 18: J(α) = E[−α log π(a|s) − α H̄], with H = −log π
+    the entropy estimate; ``entropy`` is held fixed). Its gradient α(H − H̄) lowers α when
+    the policy's entropy is above the target H̄ and raises it when below."""
+    return jnp.exp(log_alpha) * jax.lax.stop_gradient(entropy - target_entropy)

@@ -212,12 +212,13 @@ def data_parallel_results():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
            "JAX_PLATFORMS": "cpu", "PYTHONPATH": root}
     done = subprocess.run([sys.executable, "-c", DATA_PARALLEL_SCRIPT], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=280)
+                          capture_output=True, text=True, timeout=400)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULTS ")]
     assert lines, done.stdout[-3000:] + done.stderr[-3000:]
     return json.loads(lines[-1][len("RESULTS "):])
 
 
+@pytest.mark.timeout(450)  # the subprocess compiles 3 × 2 programs
 @pytest.mark.parametrize("variant", ["clip", "lagrangian-obsnorm", "pendulum"])
 def test_data_parallel_over_two_devices_equals_single_device(data_parallel_results, variant):
     """``sweep.data_parallel(ppo.step, …)`` with the environments split over 2 forced CPU
@@ -390,7 +391,7 @@ def test_learning_rate_follows_the_update_counter():
 
     for updates, factor in ((0, 1.0), (2, 0.7), (3, 0.7), (4, 0.4), (50, 0.1)):
         learning_rate = 1e-2 * factor
-        start = eqx.tree_at(lambda l: l.updates, learner, jnp.asarray(updates, jnp.int32))
+        start = eqx.tree_at(lambda x: x.updates, learner, jnp.asarray(updates, jnp.int32))
         new, metrics = LEARN(start, batch, config)
         np.testing.assert_allclose(metrics["learning_rate"], learning_rate, rtol=1e-6)
         assert int(new.updates) == updates + 2

@@ -59,6 +59,21 @@ def test_fisher_vector_product_is_dense_hessian_times_v_and_symmetric_psd(seed, 
                                rtol=1e-8, atol=1e-10)
 
 
+@settings(max_examples=10)
+@given(SEEDS, st.booleans())
+def test_kl_to_itself_is_zero_with_zero_gradient(seed, continuous):
+    """KL(π_θ0 ‖ π_θ) is minimal (0) at θ = θ0, so the trust region is centred on θ_old and
+    a KL penalty does not change the policy gradient there."""
+    kl, theta0 = linear_policy_kl(seed, continuous)
+    np.testing.assert_allclose(kl(theta0), 0.0, atol=1e-14)
+    for leaf in jax.tree.leaves(jax.grad(kl)(theta0)):
+        np.testing.assert_allclose(leaf, 0.0, atol=1e-12)
+    # Elsewhere it is positive (a random move changes the policy: not a logit shift).
+    rng = np.random.default_rng(seed + 3)
+    moved = jax.tree.map(lambda x: x + 0.1 * rng.normal(size=x.shape), theta0)
+    assert float(kl(moved)) > 0.0
+
+
 def random_spd(seed: int, n: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     m = rng.normal(size=(n, n))

@@ -1,0 +1,228 @@
+"""Every core: what ``minirl train --seeds S`` gains from spreading its runs over all CPU
+cores as host devices, against one device. DQN at 4 seeds and PPO at 16 seeds with the
+shared configs of bench_dqn.py and bench_ppo.py, trained through the engine the command
+line uses (``minirl.runner.train``: ``minirl.sweep``'s K-wide programs with the default
+K = ⌈S/8⌉, in chunks, a checkpoint after every chunk).
+
+    python benchmarks/bench_cores.py            # full run → RESULTS.md (cores section)
+    python benchmarks/bench_cores.py --quick    # tiny budgets, a smoke test; writes to
+                                                # $TMPDIR/minirl-bench-quick/
+
+The command line asks XLA for one CPU device per core before JAX starts
+(``XLA_FLAGS=--xla_force_host_platform_device_count=<cores>``); JAX reads the flag at
+start-up, so each device count runs in its own worker process (this script with
+``--worker``). In each worker, ``runner.train`` runs twice in a fresh output directory:
+the first call compiles (one executable per device used for ``init`` and for the chunk) and
+trains, the second finds every program compiled. Env steps/s *including compile* = env
+steps / first call; *excluding compile* = env steps / second call; both include what the
+command line does besides computing (host summaries and a checkpoint after every chunk).
+For reference, the 1-device worker also times the benchmarks' own way of running seeds:
+one ``jax.jit(jax.vmap(train))`` program over all S seeds (compiled ahead, no chunks, no
+checkpoints).
+"""
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+ENV_ID = "CartPole-v1"
+CASES = (("dqn", 4), ("ppo", 16))  # (algorithm, seeds)
+MODES = {
+    # env steps per seed (the bench_dqn / bench_ppo budgets; quick: their quick budgets)
+    "full": dict(dqn=100_000, ppo=64 * 4096),
+    "quick": dict(dqn=3_000, ppo=2 * 4096),
+}
+
+
+def algo_config(name: str, steps: int):
+    """The shared benchmark config of ``name`` (bench_dqn / bench_ppo) at ``steps``."""
+    if name == "dqn":
+        import bench_dqn as bench
+    else:
+        import bench_ppo as bench
+    return bench.minirl_config(dict(bench.SHARED, total_steps=steps))
+
+
+def worker(args: argparse.Namespace) -> None:
+    """Measure in this process (XLA_FLAGS set by the parent); print one JSON line."""
+    import jax
+    import numpy as np
+
+    from minirl import envs, runner
+    from minirl.algos import ALGORITHMS
+
+    devices = jax.device_count()
+    rows = []
+    for name, seeds in CASES:
+        if name not in args.algos:
+            continue
+        config = algo_config(name, args.steps[name])
+        algo = ALGORITHMS[name]
+        walls = []
+        for attempt in ("first", "second"):
+            with tempfile.TemporaryDirectory(prefix="minirl-bench-cores-") as out_dir:
+                start = time.perf_counter()
+                run = runner.train(name, ALGORITHMS, out_dir, config=config, env_id=ENV_ID,
+                                   seeds=seeds)
+                walls.append(time.perf_counter() - start)
+            print(f"  devices={devices} {name} {seeds} seeds, {attempt} call: "
+                  f"{walls[-1]:.1f} s", file=sys.stderr, flush=True)
+        steps = seeds * runner.env_steps_done(run.history)
+        returns = runner.final_returns(run.history, seeds)
+        rows.append(dict(
+            algo=name, seeds=seeds, engine="runner.train", k=run.runs_per_program,
+            programs=math.ceil(seeds / run.runs_per_program), devices_used=run.devices,
+            chunks=len(run.chunks), env_steps=steps, first_seconds=walls[0],
+            seconds=walls[1], compile_seconds=max(walls[0] - walls[1], 0.0),
+            rate_with_compile=steps / walls[0], rate=steps / walls[1],
+            final_return=float(np.nanmean(returns)),
+        ))
+        if args.reference:
+            env, env_params = envs.make(ENV_ID)
+            keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+            train = jax.jit(jax.vmap(algo.train, in_axes=(0, None, None, None)),
+                            static_argnums=2)
+            start = time.perf_counter()
+            compiled = train.lower(keys, config, env, env_params).compile()
+            compile_s = time.perf_counter() - start
+            start = time.perf_counter()
+            state, _ = compiled(keys, config, env_params)
+            jax.block_until_ready(state)
+            run_s = time.perf_counter() - start
+            steps = int(np.sum(np.asarray(state.env_steps)))
+            rows.append(dict(
+                algo=name, seeds=seeds, engine="jit(vmap(train))", k=seeds, programs=1,
+                devices_used=1, chunks=1, env_steps=steps, first_seconds=compile_s + run_s,
+                seconds=run_s, compile_seconds=compile_s,
+                rate_with_compile=steps / (compile_s + run_s), rate=steps / run_s,
+                final_return=None,
+            ))
+            print(f"  devices={devices} {name} {seeds} seeds, one jit(vmap) program: "
+                  f"{run_s:.1f} s + {compile_s:.1f} s compile", file=sys.stderr, flush=True)
+    print(json.dumps(dict(devices=devices, platform=jax.devices()[0].platform, rows=rows)))
+
+
+def render(report: dict) -> str:
+    out = ["# Every core: `minirl train --seeds S` on 1 device and on all cores", ""]
+    if report["quick"]:
+        out += ["> **Quick mode (smoke test).** Tiny budgets, numbers are noise: do not quote "
+                "them.", ""]
+    out += [
+        f"- command: `{report['command']}`",
+        f"- date: {report['date']}; {report['nproc']} CPU cores, Python "
+        f"{platform.python_version()}; load average {report['load_start']} at the start, "
+        f"{report['load_end']} at the end; this run took {report['wall_s']:.0f} s",
+        f"- DQN: bench_dqn.py's shared config, {report['steps']['dqn']:,} env steps per seed; "
+        f"PPO: bench_ppo.py's shared config, {report['steps']['ppo']:,} env steps per seed; "
+        f"{ENV_ID}",
+        "",
+        "Engine `runner.train` is what `minirl train` runs: the seeds cut into programs of "
+        "K = ⌈S/8⌉ runs, dispatched round-robin to the devices, trained in chunks with host "
+        "summaries and a checkpoint after every chunk. *with compile*: env steps / the first "
+        "call; *without*: env steps / a second call that finds every program compiled; "
+        "*compile* = the difference. The `jit(vmap(train))` rows are the benchmarks' own "
+        "single program over all seeds on one device (compiled ahead; no chunks, no "
+        "checkpoints), for reference.",
+        "",
+        "| algorithm | seeds | devices | engine | K × programs | chunks | env steps/s "
+        "without compile | with compile | compile (s) | vs 1 device |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = {}
+    for devices, result in report["workers"].items():
+        if "error" in result:
+            continue
+        for r in result["rows"]:
+            if r["engine"] == "runner.train" and devices == min(report["workers"]):
+                base[r["algo"]] = r["rate"]
+    for devices, result in report["workers"].items():
+        if "error" in result:
+            out.append(f"| | | {devices} | failed: {result['error']} | | | | | | |")
+            continue
+        for r in result["rows"]:
+            ratio = "—"
+            if r["engine"] == "runner.train" and base.get(r["algo"]):
+                ratio = f"{r['rate'] / base[r['algo']]:.2f}×"
+            out.append(
+                f"| {r['algo']} | {r['seeds']} | {devices} | `{r['engine']}` "
+                f"| {r['k']} × {r['programs']} | {r['chunks']} | {r['rate']:,.0f} "
+                f"| {r['rate_with_compile']:,.0f} | {r['compile_seconds']:.1f} | {ratio} |"
+            )
+    out.append("")
+    return "\n".join(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke test")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reference", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--steps-json", help=argparse.SUPPRESS)
+    parser.add_argument("--algos", default="dqn,ppo", help="comma-separated: dqn,ppo")
+    parser.add_argument("--devices", help="comma-separated device counts (default: 1 and "
+                                          "every core)")
+    parser.add_argument("--out", help="report path (default: RESULTS.md's cores section)")
+    args = parser.parse_args()
+    args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    if args.worker:
+        args.steps = json.loads(args.steps_json)
+        worker(args)
+        return 0
+
+    from bench_sweep import spawn
+
+    steps = MODES["quick" if args.quick else "full"]
+    counts = ([int(d) for d in args.devices.split(",")] if args.devices
+              else sorted({1, os.cpu_count() or 1}))
+    if args.out:
+        out = Path(args.out)
+    elif args.quick:
+        out = Path(tempfile.gettempdir()) / "minirl-bench-quick" / "RESULTS_cores.md"
+    else:
+        out = HERE / "RESULTS.md"  # its "cores" section (benchmarks/results.py)
+    started = time.perf_counter()
+    report = dict(
+        quick=args.quick, steps=steps, nproc=os.cpu_count(),
+        command=shlex.join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+        date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        load_start=" ".join(f"{x:.2f}" for x in os.getloadavg()), workers={},
+    )
+    for devices in counts:
+        print(f"{devices} CPU device(s):", file=sys.stderr)
+        extra = ["--reference"] if devices == min(counts) else []
+        report["workers"][devices] = spawn(
+            Path(__file__), devices,
+            ["--steps-json", json.dumps(steps), "--algos", ",".join(args.algos), *extra],
+        )
+    report["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    report["wall_s"] = time.perf_counter() - started
+    text = render(report)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out == HERE / "RESULTS.md":
+        from results import update_section
+
+        update_section("cores", text, out)
+        raw = HERE / "RESULTS_cores.json"
+    else:
+        out.write_text(text)
+        raw = out.with_suffix(".json")
+    raw.write_text(json.dumps(report, indent=1))
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

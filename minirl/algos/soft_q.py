@@ -1,0 +1,366 @@
+"""Soft Q-learning for discrete actions: Q-learning for the entropy-regularised return, with a
+Boltzmann policy, a soft (log-sum-exp) value and a target network.
+
+The soft optimal action value satisfies Q(s, a) = r + γ E[V(s')] with the soft value
+V(s) = α log Σ_a exp(Q(s, a)/α), and the soft-optimal policy is π(a|s) ∝ exp(Q(s, a)/α)
+= exp((Q(s, a) − V(s))/α) (Haarnoja et al., 2017, "Reinforcement learning with deep
+energy-based policies", eqs. 4–9; for discrete actions the integral over actions is a sum
+and no sampling network is needed, as in Schulman et al., 2017, "Equivalence between policy
+gradients and soft Q-learning", §2). From transitions drawn uniformly from a replay buffer:
+
+    L(θ) = E[ ℓ(y − Q_θ(s, a)) ],   y = r + γ (1 − terminated) α log Σ_a' exp(Q_θ̄(s', a')/α)
+
+with ℓ Huber or ½x² and θ̄ the target network (hard copy every N updates or Polyak). The
+behaviour policy is the Boltzmann policy π ∝ exp(Q_θ/α) itself; α → 0 recovers Q-learning's
+max and greedy policy. The temperature α may anneal geometrically from ``alpha_start`` to
+``alpha_end`` over a fraction of the updates (read off the learner's update counter, so the
+target and the behaviour use the same α); with equal ends it is the fixed α of the papers.
+
+Episode ends follow gymnax 1.x: only ``terminated`` cuts the bootstrap; a truncated step
+bootstraps from the soft value of the final observation (stored as ``next_obs``).
+
+Contract (docs/design.md): ``Config``, ``Learner``, ``State``, ``init``, ``learn``,
+``step``, ``train``, ``act``; numeric hyperparameters (α, γ, learning rate, …) are leaves.
+"""
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..core import buffer as replay
+from ..core import exploration, losses, nets, rollout
+from ..core.config import ConfigError, check_choice, check_positive_int, check_range
+from ..core.optim import adam_with_clipping, hard_target_update, polyak_update, set_learning_rate
+
+ACTION_KIND = "discrete"
+TARGET_UPDATES = ("hard", "polyak")
+
+
+class Config(eqx.Module):
+    """Soft Q-learning hyperparameters. Static fields fix shapes and loop lengths; the rest
+    are leaves."""
+
+    total_steps: int = eqx.field(static=True, default=100_000)  # env steps, all envs together
+    num_envs: int = eqx.field(static=True, default=1)  # parallel environments
+    rollout_steps: int = eqx.field(static=True, default=1)  # env steps per env per iteration
+    gradient_steps: int = eqx.field(static=True, default=1)  # K updates per iteration
+    buffer_size: int = eqx.field(static=True, default=100_000)  # transitions kept
+    batch_size: int = eqx.field(static=True, default=64)  # transitions per update
+    learning_starts: int = eqx.field(static=True, default=1_000)  # env steps before updates
+    hidden: tuple[int, ...] = eqx.field(static=True, default=(128, 128))  # layer widths
+    network: str = eqx.field(static=True, default="auto")  # "auto" | "mlp" | "cnn"
+    loss: str = eqx.field(static=True, default="huber")  # "huber" | "squared"
+    target_update: str = eqx.field(static=True, default="hard")  # "hard" | "polyak"
+
+    learning_rate: float = 5e-4  # Adam step size at the start
+    learning_rate_end_factor: float = 1.0  # lr anneals linearly to lr × this at the end
+    max_grad_norm: float = 10.0  # global-norm gradient clipping
+    adam_eps: float = 1e-8
+    gamma: float = 0.99  # discount γ
+    alpha_start: float = 1.0  # temperature α at the first update …
+    alpha_end: float = 1.0  # … annealed geometrically to this …
+    alpha_fraction: float = 0.5  # … over this fraction of the updates
+    target_update_period: int = 500  # "hard": θ̄ ← θ every this many updates
+    tau: float = 0.005  # "polyak": θ̄ ← τθ + (1 − τ)θ̄ after every update
+    huber_delta: float = 1.0  # Huber threshold δ
+
+    def __check_init__(self) -> None:
+        for name in ("total_steps", "num_envs", "rollout_steps", "gradient_steps",
+                     "buffer_size", "batch_size"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("learning_starts", self.learning_starts, minimum=0)
+        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
+            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+        check_choice("network", self.network, ("auto", "mlp", "cnn"))
+        check_choice("loss", self.loss, ("huber", "squared"))
+        check_choice("target_update", self.target_update, TARGET_UPDATES)
+        if self.buffer_size % self.num_envs:
+            raise ConfigError(
+                f"buffer_size={self.buffer_size} must be a multiple of num_envs={self.num_envs}"
+            )
+        if self.batch_size > self.buffer_size:
+            raise ConfigError(
+                f"batch_size={self.batch_size} is larger than buffer_size={self.buffer_size}"
+            )
+        if self.total_steps < self.num_envs * self.rollout_steps:
+            raise ConfigError(
+                f"total_steps={self.total_steps} is less than one iteration "
+                f"(num_envs × rollout_steps = {self.num_envs * self.rollout_steps})"
+            )
+        check_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
+        check_range("learning_rate_end_factor", self.learning_rate_end_factor, 0.0, 1.0)
+        check_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False,
+                    allow_inf=True)
+        check_range("adam_eps", self.adam_eps, 0.0, low_inclusive=False)
+        check_range("gamma", self.gamma, 0.0, 1.0, low_inclusive=False)
+        check_range("alpha_start", self.alpha_start, 0.0, low_inclusive=False)
+        check_range("alpha_end", self.alpha_end, 0.0, low_inclusive=False)
+        check_range("alpha_fraction", self.alpha_fraction, 0.0, 1.0)
+        check_range("target_update_period", self.target_update_period, 1.0)
+        check_range("tau", self.tau, 0.0, 1.0, low_inclusive=False)
+        check_range("huber_delta", self.huber_delta, 0.0, low_inclusive=False)
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs * self.rollout_steps
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations of ``step``; each collects ``num_envs × rollout_steps`` env steps."""
+        return self.total_steps // self.steps_per_iteration
+
+    @property
+    def num_updates(self) -> int:
+        """Gradient updates in a whole run: K per iteration once ``learning_starts`` env steps
+        are in the buffer (the horizon of the α and learning-rate schedules)."""
+        first = max(1, -(-self.learning_starts // self.steps_per_iteration))
+        return max(1, self.num_iterations - first + 1) * self.gradient_steps
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Tuned on this machine on seeds the learning tests do not use; see
+    # tests/algos/test_continuous_learning.py. Anything not listed uses Config defaults.
+    "CartPole-v1": dict(total_steps=200_000, alpha_start=1.0, alpha_end=0.05),
+}
+
+
+def preset(env_id: str) -> dict[str, Any]:
+    """Documented per-environment overrides of the defaults (``{}`` if none)."""
+    return dict(PRESETS.get(env_id, {}))
+
+
+# ----------------------------------------------------------------------------- state
+
+
+class Learner(eqx.Module):
+    """What ``learn`` reads and writes: nothing about acting or the environment."""
+
+    params: eqx.Module  # online Q-network θ: obs → Q(obs, ·) [A]
+    target_params: eqx.Module  # target network θ̄
+    opt_state: optax.OptState
+    updates: jax.Array  # int32: gradient updates done so far (drives α and the lr)
+
+
+class State(eqx.Module):
+    learner: Learner
+    buffer: replay.ReplayBuffer  # Transition items, time-major across num_envs streams
+    env: rollout.EnvCarry
+    key: jax.Array
+    env_steps: jax.Array  # int32: env steps collected so far (all envs)
+
+
+def _optimizer(config: Config) -> optax.GradientTransformation:
+    return adam_with_clipping(config.learning_rate, config.max_grad_norm, config.adam_eps)
+
+
+def default_network(key: jax.Array, config: Config, env: Any, env_params: Any) -> eqx.Module:
+    """An MLP (or, for ``[H, W, C]`` observations, the MinAtar CNN) from obs to Q-values."""
+    obs_shape = rollout.observation_shape(env, env_params)
+    return nets.make_network(
+        obs_shape, rollout.num_actions(env, env_params), config.hidden, config.network, key
+    )
+
+
+def _check_network(network: eqx.Module, env: Any, env_params: Any) -> None:
+    obs = jax.ShapeDtypeStruct(rollout.observation_shape(env, env_params), jnp.float32)
+    want = (rollout.num_actions(env, env_params),)
+    try:
+        out = eqx.filter_eval_shape(network, obs)
+    except Exception as error:
+        raise ConfigError(
+            f"network cannot be applied to one observation {obs.shape}: {error}"
+        ) from None
+    if getattr(out, "shape", None) != want:
+        raise ConfigError(
+            f"network maps an observation {obs.shape} to shape {getattr(out, 'shape', out)}; "
+            f"soft_q needs Q-values of shape {want}"
+        )
+
+
+def init(
+    key: jax.Array, config: Config, env: Any, env_params: Any, network: Any = None
+) -> State:
+    """A fresh run: the Q-network, a copied target, Adam, an empty buffer and ``num_envs``
+    reset envs. ``network`` is a user's ``eqx.Module`` mapping one observation to Q-values
+    ``[A]``, or a factory ``key -> module`` (see ``core.nets.resolve``)."""
+    rollout.require_action_kind(env, env_params, ACTION_KIND, "soft_q")
+    net_key, env_key, key = jax.random.split(key, 3)
+    network = nets.resolve(
+        network, net_key, lambda k: default_network(k, config, env, env_params)
+    )
+    _check_network(network, env, env_params)
+    network = nets.arrays_only(network)  # function fields become static: it rides in scan
+    env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
+    example = rollout.Transition(
+        obs=env_carry.obs[0],
+        action=jnp.zeros((), jnp.int32),
+        reward=jnp.zeros((), jnp.float32),
+        next_obs=env_carry.obs[0],
+        terminated=jnp.zeros((), bool),
+        truncated=jnp.zeros((), bool),
+    )
+    learner = Learner(
+        params=network,
+        # A copy, not the same arrays: donating a fresh state must not donate a buffer twice.
+        target_params=jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, network),
+        opt_state=_optimizer(config).init(eqx.filter(network, eqx.is_array)),
+        updates=jnp.zeros((), jnp.int32),
+    )
+    return State(
+        learner=learner,
+        buffer=replay.init(config.buffer_size, example),
+        env=env_carry,
+        key=key,
+        env_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+# ----------------------------------------------------------------------------- the target
+
+
+def temperature(updates: jax.Array, config: Config) -> jax.Array:
+    """α after ``updates`` gradient updates: geometric from alpha_start to alpha_end."""
+    return exploration.exponential_schedule(
+        updates, config.alpha_start, config.alpha_end, config.alpha_fraction * config.num_updates
+    )
+
+
+def soft_targets(
+    target_params: eqx.Module, batch: rollout.Transition, alpha: jax.Array, config: Config
+) -> jax.Array:
+    """y = r + γ(1 − terminated) α log Σ_a' exp(Q_θ̄(s', a')/α) for a batch ``[B]``."""
+    next_q = jax.vmap(target_params)(batch.next_obs)  # [B, A]
+    next_value = losses.soft_value(next_q, alpha)
+    targets = losses.bellman_target(batch.reward, batch.terminated, next_value, config.gamma)
+    return jax.lax.stop_gradient(targets)
+
+
+def loss_fn(
+    params: eqx.Module, target_params: eqx.Module, batch: rollout.Transition,
+    alpha: jax.Array, config: Config,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean TD loss against the soft target, and diagnostics."""
+    targets = soft_targets(target_params, batch, alpha, config)
+    q_all = jax.vmap(params)(batch.obs)
+    q_taken = jnp.take_along_axis(q_all, batch.action[:, None].astype(jnp.int32), -1)[:, 0]
+    td_error = targets - q_taken
+    loss = jnp.mean(losses.td_loss(td_error, config.loss, config.huber_delta))
+    return loss, {"q_mean": jnp.mean(q_taken), "td_abs": jnp.mean(jnp.abs(td_error)),
+                  "entropy": jnp.mean(boltzmann_entropy(q_all, alpha))}
+
+
+def boltzmann_entropy(q: jax.Array, alpha: jax.Array) -> jax.Array:
+    """H(π) of the Boltzmann policy π = softmax(Q/α), per row."""
+    log_probs = jax.nn.log_softmax(q / alpha, axis=-1)
+    return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
+
+
+# ----------------------------------------------------------------------------- learn
+
+
+def learn(
+    learner: Learner, batch: rollout.Transition, config: Config
+) -> tuple[Learner, dict[str, jax.Array]]:
+    """One Adam step on a batch of transitions (leaves ``[B, ...]``), then the target update.
+    Pure; needs no env."""
+    learning_rate = config.learning_rate * exploration.linear_schedule(
+        learner.updates, 1.0, config.learning_rate_end_factor, config.num_updates
+    )
+    alpha = temperature(learner.updates, config)
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        learner.params, learner.target_params, batch, alpha, config
+    )
+    opt_state = set_learning_rate(learner.opt_state, learning_rate)
+    updates, opt_state = _optimizer(config).update(
+        eqx.filter(grads, eqx.is_array), opt_state, eqx.filter(learner.params, eqx.is_array)
+    )
+    params = eqx.apply_updates(learner.params, updates)
+    count = learner.updates + 1
+    if config.target_update == "hard":
+        target = hard_target_update(params, learner.target_params, count,
+                                    config.target_update_period)
+    else:
+        target = polyak_update(params, learner.target_params, config.tau)
+    metrics = {"loss": loss, "learning_rate": learning_rate, "alpha": alpha, **aux}
+    return Learner(params, target, opt_state, count), metrics
+
+
+# ----------------------------------------------------------------------------- step / train
+
+
+def step(
+    state: State, config: Config, env: Any, env_params: Any
+) -> tuple[State, dict[str, jax.Array]]:
+    """Collect ``num_envs × rollout_steps`` env steps with the Boltzmann policy at the
+    current α, store them, then K updates on minibatches drawn once for all K."""
+    key, collect_key, sample_key = jax.random.split(state.key, 3)
+    params = state.learner.params
+    alpha = temperature(state.learner.updates, config)
+
+    def policy(key: jax.Array, obs: jax.Array):
+        keys = jax.random.split(key, obs.shape[0])
+        q = jax.vmap(params)(obs)
+        return jax.vmap(exploration.boltzmann, in_axes=(0, 0, None))(keys, q, alpha)[0], None
+
+    env_carry, trajectory = rollout.collect(
+        collect_key, env, env_params, state.env, policy, config.rollout_steps
+    )
+    stored = rollout.Transition(
+        obs=trajectory.obs,
+        action=trajectory.action,
+        reward=trajectory.reward,
+        next_obs=trajectory.next_obs,
+        terminated=trajectory.terminated,
+        truncated=trajectory.truncated,
+    )
+    stored = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stored)  # [T·E], time-major
+    buffer = replay.add(state.buffer, stored)
+    env_steps = state.env_steps + config.steps_per_iteration
+
+    def updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
+        k, b = config.gradient_steps, config.batch_size
+        batches = replay.sample(buffer, sample_key, k * b)
+        batches = jax.tree.map(lambda x: x.reshape(k, b, *x.shape[1:]), batches)
+        learner, metrics = jax.lax.scan(lambda lr, x: learn(lr, x, config), learner, batches)
+        return learner, jax.tree.map(jnp.mean, metrics)
+
+    def no_updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
+        return learner, jax.tree.map(jnp.zeros_like, jax.eval_shape(updates, learner)[1])
+
+    learner, learn_metrics = jax.lax.cond(
+        env_steps >= config.learning_starts, updates, no_updates, state.learner
+    )
+    state = State(learner, buffer, env_carry, key, env_steps)
+    metrics = {**rollout.episode_metrics(trajectory), **learn_metrics, "env_steps": env_steps}
+    return state, metrics
+
+
+def train(
+    key: jax.Array,
+    config: Config,
+    env: Any,
+    env_params: Any,
+    network: Any = None,
+) -> tuple[State, dict[str, jax.Array]]:
+    """A whole run: ``init`` then ``lax.scan`` of ``step``; metrics stacked per iteration."""
+    state = init(key, config, env, env_params, network)
+    return jax.lax.scan(
+        lambda s, _: step(s, config, env, env_params), state, length=config.num_iterations
+    )
+
+
+def act(
+    params: eqx.Module,
+    obs: jax.Array,
+    key: jax.Array,
+    config: Config,
+    deterministic: bool = False,
+) -> jax.Array:
+    """An action for one observation: greedy, or Boltzmann at the final temperature."""
+    q = params(obs)
+    if deterministic:
+        return jnp.argmax(q)
+    return exploration.boltzmann(key, q, config.alpha_end)[0]

@@ -1,0 +1,300 @@
+"""Soft Q-learning: the soft Bellman operator (through soft_q's own targets) against dense
+tabular references, the soft value's bounds and hard limit, the Boltzmann policy against a
+brute-force search of the simplex, and the contract's transformations, errors and resume."""
+
+import functools
+import itertools
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minirl import envs, runner
+from minirl.algos import soft_q
+from minirl.core import exploration, losses, rollout
+from minirl.core.config import ConfigError, stack
+
+pytestmark = pytest.mark.timeout(900)
+
+SEEDS = st.integers(0, 2**32 - 1)
+SMALL = dict(total_steps=400, buffer_size=400, batch_size=16, learning_starts=100,
+             hidden=(16,), target_update_period=50)
+ENV, ENV_PARAMS = envs.make("CartPole-v1")
+
+
+def small_config(**overrides) -> soft_q.Config:
+    return soft_q.Config(**{**SMALL, **overrides})
+
+
+class TableQ(eqx.Module):
+    """Q(s, ·) = table[s] for integer observations ``[1]``: makes targets exact."""
+
+    table: jax.Array
+
+    def __call__(self, obs):
+        return self.table[obs.astype(jnp.int32)[0]]
+
+
+# ----------------------------------------------------------------------------- the soft Bellman
+# operator, (T Q)(s, a) = R(s, a) + γ Σ_s' P(s'|s, a) (1 − T(s, a, s')) V_α(Q)(s'), assembled
+# from soft_q.soft_targets on every (s, a, s') of a random MDP (probability-weighted).
+
+
+def random_mdp(seed: int, S: int, A: int):
+    rng = np.random.default_rng(seed)
+    P = rng.dirichlet(np.full(S, 0.5), size=(S, A))  # [S, A, S']
+    R = rng.normal(size=(S, A))
+    terminal = rng.random((S, A, S)) < 0.2  # whether s → s' terminates
+    return rng, P, R, terminal
+
+
+def soft_bellman(q, alpha, gamma, P, R, terminal):
+    S, A = R.shape
+    s, a, s_next = (np.array(x) for x in zip(*itertools.product(range(S), range(A), range(S))))
+    batch = rollout.Transition(
+        obs=jnp.asarray(s[:, None]), action=jnp.asarray(a), reward=jnp.asarray(R[s, a]),
+        next_obs=jnp.asarray(s_next[:, None]), terminated=jnp.asarray(terminal[s, a, s_next]),
+        truncated=jnp.zeros(len(s), bool),
+    )
+    config = small_config(gamma=gamma)
+    targets = np.asarray(soft_q.soft_targets(TableQ(jnp.asarray(q)), batch, alpha, config))
+    return np.einsum("sat,sat->sa", P, targets.reshape(S, A, S))
+
+
+def in_x64(test):
+    """Run ``test`` in float64 (the tabular references need the precision)."""
+
+    @functools.wraps(test)
+    def wrapped(*args, **kwargs):
+        with jax.enable_x64(True):
+            return test(*args, **kwargs)
+
+    return wrapped
+
+
+@given(SEEDS, st.sampled_from([2, 3, 5]), st.sampled_from([2, 3]), st.floats(0.0, 0.99),
+       st.floats(0.01, 10.0))
+@in_x64
+def test_soft_bellman_operator_is_a_gamma_contraction(seed, S, A, gamma, alpha):
+    rng, P, R, terminal = random_mdp(seed, S, A)
+    q1, q2 = rng.normal(scale=5.0, size=(2, S, A))
+    gap = np.max(np.abs(soft_bellman(q1, alpha, gamma, P, R, terminal)
+                        - soft_bellman(q2, alpha, gamma, P, R, terminal)))
+    assert gap <= gamma * np.max(np.abs(q1 - q2)) + 1e-10
+
+
+@settings(max_examples=5)
+@given(SEEDS, st.sampled_from([2, 3]), st.floats(0.1, 2.0))
+@in_x64
+def test_soft_value_iteration_fixed_point_is_the_soft_optimum(seed, A, alpha):
+    """Iterating T reaches Q* with T Q* = Q*, and the Boltzmann policy of Q* is soft-greedy:
+    its entropy-regularised evaluation (a dense linear solve) gives Q* back."""
+    S, gamma = 3, 0.8
+    _, P, R, terminal = random_mdp(seed, S, A)
+    q = np.zeros((S, A))
+    for _ in range(300):
+        q = soft_bellman(q, alpha, gamma, P, R, terminal)
+    np.testing.assert_allclose(soft_bellman(q, alpha, gamma, P, R, terminal), q, atol=1e-9)
+    pi = np.asarray(exploration.boltzmann_probs(jnp.asarray(q), alpha))  # [S, A]
+    entropy = -np.sum(pi * np.log(pi), axis=1)
+    # Q^π = R + γ Σ_s' P (1 − T) [Σ_a' π(a'|s') Q^π(s', a') + α H(π(·|s'))], solved densely.
+    M = np.einsum("sat,tb->satb", P * ~terminal, pi).reshape(S * A, S * A)
+    bonus = gamma * np.einsum("sat,t->sa", P * ~terminal, alpha * entropy).reshape(-1)
+    q_pi = np.linalg.solve(np.eye(S * A) - gamma * M, R.reshape(-1) + bonus).reshape(S, A)
+    np.testing.assert_allclose(q_pi, q, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------- the soft value
+
+
+@given(SEEDS, st.sampled_from([1, 2, 5, 20]), st.floats(1e-3, 100.0))
+@in_x64
+def test_soft_value_lies_between_max_and_max_plus_alpha_log_a(seed, A, alpha):
+    q = np.random.default_rng(seed).normal(scale=10.0, size=(4, A))
+    v = np.asarray(losses.soft_value(jnp.asarray(q), alpha))
+    top = q.max(axis=1)
+    assert np.all(v >= top - 1e-9)
+    assert np.all(v <= top + alpha * np.log(A) + 1e-9)
+
+
+@given(SEEDS, st.sampled_from([2, 5]))
+@in_x64
+def test_soft_value_tends_to_the_hard_max_as_alpha_goes_to_zero(seed, A):
+    q = np.random.default_rng(seed).normal(scale=3.0, size=(6, A))
+    gaps = [np.max(np.abs(np.asarray(losses.soft_value(jnp.asarray(q), alpha)) - q.max(1)))
+            for alpha in (1.0, 1e-2, 1e-4, 1e-8)]
+    assert gaps[-1] <= 1e-8 * np.log(A) + 1e-12
+    assert all(a >= b for a, b in zip(gaps, gaps[1:]))
+    # ... and the Boltzmann policy tends to the greedy one (ties have probability 0 here).
+    pi = np.asarray(exploration.boltzmann_probs(jnp.asarray(q), 1e-8))
+    np.testing.assert_allclose(pi, np.eye(A)[q.argmax(1)], atol=1e-12)
+
+
+def simplex_grid(A: int, n: int) -> np.ndarray:
+    """Every π on the simplex with coordinates in multiples of 1/n: ``[G, A]``."""
+    points = [c for c in itertools.product(range(n + 1), repeat=A - 1) if sum(c) <= n]
+    grid = np.array([(*c, n - sum(c)) for c in points], float) / n
+    return grid
+
+
+@settings(max_examples=10)
+@given(SEEDS, st.sampled_from([2, 3]), st.floats(0.05, 5.0))
+@in_x64
+def test_boltzmann_policy_maximises_expected_q_plus_alpha_entropy(seed, A, alpha):
+    """max_π E_π[Q] + αH(π) over a fine grid of the simplex is attained (up to the grid's
+    resolution) by π = softmax(Q/α), whose objective is the soft value α log Σ exp(Q/α)."""
+    q = np.random.default_rng(seed).normal(scale=2.0, size=A)
+    grid = simplex_grid(A, 2000 if A == 2 else 300)
+
+    def objective(pi):
+        safe = np.where(pi > 0, pi, 1.0)
+        return pi @ q - alpha * np.sum(pi * np.log(safe), axis=-1)
+
+    best = objective(grid).max()
+    pi = np.asarray(exploration.boltzmann_probs(jnp.asarray(q), alpha))
+    soft = float(losses.soft_value(jnp.asarray(q), alpha))
+    np.testing.assert_allclose(objective(pi), soft, rtol=1e-12, atol=1e-12)
+    assert best <= soft + 1e-12  # nothing on the grid beats the Boltzmann policy
+    assert best >= soft - 2e-3 * (1.0 + alpha)  # and the grid gets close to it
+    assert np.isclose(float(losses.policy_soft_value(jnp.asarray(pi), jnp.log(pi),
+                                                     jnp.asarray(q), alpha)), soft)
+
+
+# ----------------------------------------------------------------------------- episode ends
+
+
+def test_truncation_bootstraps_from_the_final_observation_and_termination_cuts():
+    q = jnp.arange(12.0).reshape(4, 3)  # V_α(s = 3) = α log Σ exp([9, 10, 11]/α)
+    batch = rollout.Transition(
+        obs=jnp.zeros((3, 1)), action=jnp.zeros(3, jnp.int32), reward=jnp.ones(3),
+        next_obs=jnp.array([[3], [3], [3]]),
+        terminated=jnp.array([False, True, False]), truncated=jnp.array([True, False, False]),
+    )
+    targets = soft_q.soft_targets(TableQ(q), batch, 0.5, small_config(gamma=0.5))
+    v3 = 0.5 * np.log(np.sum(np.exp(np.array([9.0, 10.0, 11.0]) / 0.5)))
+    np.testing.assert_allclose(targets, [1.0 + 0.5 * v3, 1.0, 1.0 + 0.5 * v3], rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- contract
+
+TRACES = []
+
+
+def _train(key, config, env, env_params):
+    TRACES.append(1)
+    return soft_q.train(key, config, env, env_params)
+
+
+TRAIN = jax.jit(_train, static_argnums=2)
+BATCHED = jax.jit(jax.vmap(soft_q.train, in_axes=(0, 0, None, None)), static_argnums=2)
+
+
+def arrays(tree):
+    return jax.tree.leaves(eqx.filter(tree, eqx.is_array))
+
+
+def test_same_key_same_bits_and_jit_equals_eager():
+    config = small_config()
+    key = jax.random.PRNGKey(3)
+    a, b = TRAIN(key, config, ENV, ENV_PARAMS), TRAIN(key, config, ENV, ENV_PARAMS)
+    for x, y in zip(arrays(a), arrays(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    state = a[0]
+    batch = jax.tree.map(lambda x: x[:16], state.buffer.data)
+    jitted, jm = jax.jit(soft_q.learn)(state.learner, batch, config)
+    with jax.disable_jit():
+        eager, em = soft_q.learn(state.learner, batch, config)
+    for x, y in zip(arrays(jitted), arrays(eager), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(jm["loss"], em["loss"], rtol=1e-5)
+
+
+def test_vmap_over_seeds_and_a_hyperparameter_sweep_equal_separate_runs_and_compile_once():
+    configs = [small_config(learning_rate=lr, alpha_start=a, alpha_end=a / 10, gamma=g)
+               for lr, a, g in [(1e-3, 1.0, 0.99), (3e-4, 0.3, 0.95), (1e-3, 0.1, 0.9)]]
+    keys = jax.random.split(jax.random.PRNGKey(1), len(configs))
+    swept_state, swept = BATCHED(keys, stack(configs), ENV, ENV_PARAMS)
+    before = len(TRACES)
+    for i, config in enumerate(configs):
+        state, metrics = TRAIN(keys[i], config, ENV, ENV_PARAMS)
+        np.testing.assert_allclose(metrics["loss"], swept["loss"][i], rtol=2e-4, atol=1e-6)
+        np.testing.assert_allclose(metrics["episode_return_sum"],
+                                   swept["episode_return_sum"][i])
+        for x, y in zip(arrays(state.learner.params), arrays(swept_state.learner.params)):
+            np.testing.assert_allclose(x, y[i], rtol=1e-4, atol=1e-5)
+    assert len(TRACES) - before <= 1  # three values of lr, α, γ: one compiled program
+
+
+def test_act_greedy_and_boltzmann():
+    config = small_config(alpha_end=1e-3)
+    state = soft_q.init(jax.random.PRNGKey(0), config, ENV, ENV_PARAMS)
+    params, obs = state.learner.params, state.env.obs[0]
+    greedy = soft_q.act(params, obs, jax.random.PRNGKey(1), config, deterministic=True)
+    assert greedy == jnp.argmax(params(obs))
+    keys = jax.random.split(jax.random.PRNGKey(2), 2000)
+    samples = jax.vmap(lambda k: soft_q.act(params, obs, k, small_config(alpha_end=0.05)))(keys)
+    freq = np.bincount(np.asarray(samples), minlength=2) / 2000
+    want = np.asarray(exploration.boltzmann_probs(params(obs), 0.05))
+    np.testing.assert_allclose(freq, want, atol=0.04)
+
+
+def test_the_temperature_anneals_geometrically_over_the_updates():
+    config = small_config(alpha_start=1.0, alpha_end=0.01, alpha_fraction=0.5)
+    half = config.alpha_fraction * config.num_updates
+    np.testing.assert_allclose(soft_q.temperature(jnp.asarray(0), config), 1.0)
+    np.testing.assert_allclose(soft_q.temperature(jnp.asarray(half / 2), config), 0.1,
+                               rtol=1e-5)
+    np.testing.assert_allclose(soft_q.temperature(jnp.asarray(10 * half), config), 0.01,
+                               rtol=1e-6)
+
+
+def test_continuous_env_is_refused_where_config_meets_env():
+    env, params = envs.make("Pendulum-v1")
+    with pytest.raises(ConfigError, match="Pendulum-v1.*continuous.*discrete"):
+        soft_q.init(jax.random.PRNGKey(0), small_config(), env, params)
+
+
+def test_a_network_with_the_wrong_output_is_refused():
+    bad = eqx.nn.Linear(4, 3, key=jax.random.PRNGKey(0))
+    with pytest.raises(ConfigError, match=r"shape \(3,\).*\(2,\)"):
+        soft_q.init(jax.random.PRNGKey(0), small_config(), ENV, ENV_PARAMS, bad)
+
+
+@pytest.mark.parametrize(
+    "overrides, field",
+    [
+        (dict(gamma=0.0), "gamma"),
+        (dict(alpha_start=0.0), "alpha_start"),
+        (dict(alpha_end=-1.0), "alpha_end"),
+        (dict(alpha_end=float("nan")), "alpha_end"),
+        (dict(alpha_fraction=1.5), "alpha_fraction"),
+        (dict(batch_size=500), "batch_size"),
+        (dict(learning_rate=float("inf")), "learning_rate"),
+        (dict(tau=0.0), "tau"),
+        (dict(target_update="soft"), "target_update"),
+        (dict(loss="l1"), "loss"),
+        (dict(hidden=()), "hidden"),
+        (dict(learning_rate=np.array([1e-3, -1.0])), "learning_rate"),
+    ],
+)
+def test_bad_config_names_the_field(overrides, field):
+    with pytest.raises(ConfigError, match=field):
+        small_config(**overrides)
+
+
+def test_resume_through_the_runner_equals_an_uninterrupted_run(tmp_path):
+    algorithms = {"soft_q": soft_q}
+    config = small_config(total_steps=400)
+    kwargs = dict(config=config, env_id="CartPole-v1", seeds=2, target_chunks=4)
+    whole = runner.train("soft_q", algorithms, str(tmp_path / "whole"), **kwargs)
+    runner.train("soft_q", algorithms, str(tmp_path / "cut"), stop_after_chunks=1, **kwargs)
+    resumed = runner.train("soft_q", algorithms, str(tmp_path / "cut"), resume=True)
+    assert resumed.history == whole.history
+    state_a = runner.load_run(str(tmp_path / "whole"), algorithms)[1]
+    state_b = runner.load_run(str(tmp_path / "cut"), algorithms)[1]
+    for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
