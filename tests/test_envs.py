@@ -55,3 +55,29 @@ def test_kind_says_which_envs_cannot_be_built_here():
     assert envs.kind("CartPole-v1") == "discrete"
     assert envs.kind("Pendulum-v1") == "continuous"
     assert envs.kind("MNISTBandit-bsuite") in ("discrete", "unavailable")  # needs a download
+
+
+def test_pixel_observations_draw_the_state_and_keep_gymnax_semantics():
+    env, params = envs.make("Pendulum-v1", max_steps_in_episode=3)
+    pixels = envs.PixelObservations(env, size=24)
+    obs, state = pixels.reset(jax.random.PRNGKey(0), params)
+    assert obs.shape == (24, 24, 3) and pixels.observation_space(params).shape == (24, 24, 3)
+    # Upright vs hanging: the rod's pixels are in the top or the bottom half.
+    up = np.asarray(pixels.render(state.replace(theta=jax.numpy.array(0.0)), params))
+    down = np.asarray(pixels.render(state.replace(theta=jax.numpy.array(np.pi)), params))
+    ink = lambda image: image.mean(-1) < 0.9  # noqa: E731
+    assert ink(up)[:10].sum() > ink(up)[14:].sum() and ink(down)[14:].sum() > ink(down)[:10].sum()
+    step = jax.jit(pixels.step)
+    for i in range(3):
+        obs, state, reward, terminated, truncated, info = step(
+            jax.random.PRNGKey(i), state, jax.numpy.array([1.0]), params)
+    assert bool(truncated) and not bool(terminated)
+    # final_observation is the image of the state before the reset, not of the reset state.
+    assert not np.allclose(info["final_observation"], obs)
+    assert envs.PixelObservations(env, size=24) == pixels  # jit's static argument: equal
+
+
+def test_pixel_observations_refuse_an_env_without_a_renderer():
+    env, _ = envs.make("Catch-bsuite")
+    with pytest.raises(ConfigError, match="no renderer; pixel observations exist for"):
+        envs.PixelObservations(env)

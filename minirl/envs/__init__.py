@@ -173,3 +173,90 @@ def kind(env_id: str) -> str:
         return "unavailable"
     check_env(env)
     return action_kind(env, env_params)
+
+
+# ----------------------------------------------------------------------------- wrappers
+
+
+class _Box:
+    """A box space: ``low``, ``high``, ``shape`` (what minirl reads off a space)."""
+
+    def __init__(self, low: float, high: float, shape: tuple[int, ...], dtype=np.float32):
+        self.low, self.high, self.shape, self.dtype = low, high, shape, dtype
+
+    def sample(self, key):
+        return jax.random.uniform(key, self.shape, minval=self.low, maxval=self.high)
+
+
+class PixelObservations:
+    """An env whose observations are images of its state, drawn inside ``jit``.
+
+    ``PixelObservations(env, size=64)`` observes ``[size, size, 3]`` float32 images in [0, 1]
+    rendered by ``minirl.envs.render`` (or ``[size, size, 1]`` with ``grayscale=True``); the
+    state, the reward and the episode ends are the wrapped env's. ``final_observation`` is the
+    image of the state before the automatic reset (gymnax 1.x semantics), so it needs the
+    wrapped env's ``step_env`` and ``is_truncated`` (every gymnax env has them). One image
+    shows no velocity: latent models with memory (PlaNet) recover it; a model-free agent
+    would stack frames. Renderable envs: ``render.RENDERERS``.
+    """
+
+    def __init__(self, env: Any, size: int = 64, grayscale: bool = False):
+        from . import render
+
+        draw = render.renderer(env)
+        if draw is None:
+            raise ConfigError(
+                f"env={getattr(env, 'name', type(env).__name__)!r} has no renderer; pixel "
+                f"observations exist for: {', '.join(render.RENDERERS)}"
+            )
+        for method in ("step_env", "is_truncated"):
+            if not hasattr(env, method):
+                raise ConfigError(f"PixelObservations needs the wrapped env's {method}")
+        self.env, self.size, self.grayscale, self._draw = env, size, grayscale, draw
+        self.name = f"{env.name}-pixels"
+
+    def __hash__(self) -> int:  # a static argument of jit: equal wrappers share programs
+        return hash((PixelObservations, self.env, self.size, self.grayscale))
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, PixelObservations) and (
+            self.env, self.size, self.grayscale) == (other.env, other.size, other.grayscale)
+
+    def render(self, state: Any, params: Any) -> jax.Array:
+        image = self._draw(state, params, self.size)
+        if self.grayscale:
+            image = image.mean(axis=-1, keepdims=True)
+        return image
+
+    def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, Any]:
+        _, state = self.env.reset(key, params)
+        return self.render(state, params), state
+
+    def step_env(self, key, state, action, params):
+        _, next_state, reward, terminated, info = self.env.step_env(key, state, action, params)
+        return self.render(next_state, params), next_state, reward, terminated, info
+
+    def is_truncated(self, state: Any, params: Any) -> jax.Array:
+        return self.env.is_truncated(state, params)
+
+    def step(self, key, state, action, params):
+        step_key, reset_key = jax.random.split(key)
+        final_obs, next_state, reward, terminated, info = self.step_env(step_key, state, action,
+                                                                        params)
+        truncated = self.env.is_truncated(next_state, params)
+        done = jax.numpy.logical_or(terminated, truncated)
+        reset_obs, reset_state = self.reset(reset_key, params)
+        state = jax.tree.map(lambda r, s: jax.lax.select(done, r, s), reset_state, next_state)
+        obs = jax.lax.select(done, reset_obs, final_obs)
+        info = {**info, "final_observation": final_obs}
+        return obs, state, reward, terminated, truncated, info
+
+    def observation_space(self, params: Any) -> _Box:
+        return _Box(0.0, 1.0, (self.size, self.size, 1 if self.grayscale else 3))
+
+    def action_space(self, params: Any) -> Any:
+        return self.env.action_space(params)
+
+    @property
+    def default_params(self) -> Any:
+        return self.env.default_params
