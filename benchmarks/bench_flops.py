@@ -141,6 +141,7 @@ def ppo_learner(seeds: int, repeats: int) -> dict:
     def shuffle(batch, key):  # [M, N/M, ...]; ppo.learn's per-epoch gather (private)
         return ppo._minibatches(batch, key, config, None)
 
+    log(f"PPO learner, {seeds} seeds: XLA cost analysis of the pieces")
     keys = jax.random.split(jax.random.PRNGKey(1), seeds)
     minibatch = jax.jit(jax.vmap(lambda b, k: jax.tree.map(lambda x: x[0], shuffle(b, k))))(
         batches, keys)
@@ -234,6 +235,7 @@ def dqn_learner(seeds: int, updates: int, repeats: int) -> dict:
     def sample(buffer, key):
         return dqn.sample_batch(buffer, key, config)
 
+    log(f"DQN learner, {seeds} seeds: XLA cost analysis of the pieces")
     piece = dict(
         forward=xla_flops(jax.vmap(forward), learners, one_batch),
         forward_backward=xla_flops(jax.vmap(forward_backward), learners, one_batch),

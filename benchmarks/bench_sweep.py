@@ -31,6 +31,7 @@ compares the D = 2 files with the D = 1 files bit for bit.
 """
 
 import argparse
+import collections
 import datetime as dt
 import json
 import math
@@ -39,6 +40,7 @@ import platform
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -73,8 +75,8 @@ DESIGNS = {
 
 def spawn(script: Path, devices: int | None, args: list[str], timeout: int = 7200) -> dict:
     """Run ``script --worker ARGS`` in a fresh process, with ``devices`` forced CPU devices
-    (None: JAX's default devices); returns the JSON of its last stdout line, or
-    ``{"error": ...}``. Shared with bench_cores.py."""
+    (None: JAX's default devices); its messages are passed on as they come. Returns the
+    JSON of its last stdout line, or ``{"error": ...}``. Shared with bench_cores.py."""
     env = dict(os.environ)
     if devices is not None:
         flags = [f for f in env.get("XLA_FLAGS", "").split()
@@ -82,14 +84,37 @@ def spawn(script: Path, devices: int | None, args: list[str], timeout: int = 720
         env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
         env["JAX_PLATFORMS"] = "cpu"
     command = [sys.executable, str(script), "--worker", *args]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    tail: collections.deque[str] = collections.deque(maxlen=20)
+
+    def relay() -> None:
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail.append(line.strip())
+
+    relay_thread = threading.Thread(target=relay, daemon=True)
+    relay_thread.start()
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
     try:
-        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as error:
-        return dict(error=f"worker timed out after {error.timeout:.0f} s")
-    sys.stderr.write(proc.stderr[-3000:] if proc.returncode else proc.stderr)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        stdout = proc.stdout.read()
+        proc.wait()
+    finally:
+        timer.cancel()
+        relay_thread.join(timeout=10)
+    if timed_out.is_set():
+        return dict(error=f"worker timed out after {timeout} s")
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
-        last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
+        last = next((line for line in reversed(tail) if line), "failed")
         return dict(error=f"worker exited {proc.returncode}: {last[:300]}")
     return json.loads(lines[-1])
 
