@@ -103,7 +103,8 @@ def test_list_shows_algorithms_and_envs(capsys):
 
 def test_first_sentence_is_whole():
     doc = "Deep Q-learning: fitted Q-iteration, DQN and\ndouble DQN. More text. Even more."
-    assert commands.first_sentence(doc) == "Deep Q-learning: fitted Q-iteration, DQN and double DQN."
+    want = "Deep Q-learning: fitted Q-iteration, DQN and double DQN."
+    assert commands.first_sentence(doc) == want
 
 
 def test_env_parameters_from_the_command_line(tmp_path):

@@ -81,9 +81,13 @@ def _groupwise_vmap(train_fn, runs, k):
     program = jax.jit(jax.vmap(train_fn, in_axes=(0, 0, None, 0)), static_argnums=2)
     outs = []
     for g in sweep.plan_groups(runs.num_runs, k, process_index=0, process_count=1):
-        take = lambda tree: jax.tree.map(lambda x: np.asarray(x)[g.rows], tree)  # noqa: E731
+        rows, real = g.rows, g.real
+
+        def take(tree, rows=rows):
+            return jax.tree.map(lambda x: np.asarray(x)[rows], tree)
+
         out = program(take(runs.keys), take(runs.configs), ENV, take(runs.env_params))
-        outs.append(jax.tree.map(lambda x: np.asarray(x)[: g.real], out))
+        outs.append(jax.tree.map(lambda x, real=real: np.asarray(x)[:real], out))
     return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
 
 
@@ -116,7 +120,9 @@ def test_chunked_training_equals_the_whole_run_bit_for_bit():
 
 
 def test_three_learning_rates_through_the_readme_api_compile_once():
-    train = jax.jit(ppo.train, static_argnums=2)
+    # A fresh function: jax shares one compilation cache among every jit of the same
+    # function object, so other tests' calls of jax.jit(ppo.train) would be counted here.
+    train = jax.jit(lambda *args: ppo.train(*args), static_argnums=2)
     config = ppo.Config(total_steps=1024, num_envs=4, rollout_steps=32, hidden=(8,))
     for lr in (1e-3, 3e-4, 1e-4):
         train(jax.random.PRNGKey(0), dataclasses.replace(config, learning_rate=lr), ENV, PARAMS)
@@ -136,8 +142,8 @@ def test_vmap_over_env_parameters_equals_separate_runs():
     for i, p in enumerate(params):
         _, single = train(jax.random.PRNGKey(0), config, ENV, p)
         np.testing.assert_array_equal(single["episodes"][:3], batched["episodes"][i][:3])
-        np.testing.assert_allclose(single["value_loss"][:3], batched["value_loss"][i][:3], rtol=1e-4,
-                                   atol=1e-5)
+        np.testing.assert_allclose(single["value_loss"][:3], batched["value_loss"][i][:3],
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_sweep_rejects_unbatched_configs():

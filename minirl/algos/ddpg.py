@@ -132,8 +132,8 @@ class Config(eqx.Module):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Tuned on this machine on seeds the learning tests do not use; see
-    # tests/algos/test_continuous_learning.py. Anything not listed uses Config defaults.
+    # Starting points, not yet checked by a learning test in CI (issue 11 is open).
+    # Anything not listed uses Config defaults.
     "Pendulum-v1": dict(total_steps=20_000, hidden=(64, 64)),
 }
 

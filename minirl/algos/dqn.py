@@ -249,7 +249,9 @@ def _check_network(network: eqx.Module, env: Any, env_params: Any) -> None:
     try:
         out = eqx.filter_eval_shape(network, obs)
     except Exception as error:
-        raise ConfigError(f"network cannot be applied to one observation {obs.shape}: {error}")
+        raise ConfigError(
+            f"network cannot be applied to one observation {obs.shape}: {error}"
+        ) from None
     if getattr(out, "shape", None) != want:
         raise ConfigError(
             f"network maps an observation {obs.shape} to shape {getattr(out, 'shape', out)}; "

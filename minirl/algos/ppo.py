@@ -505,7 +505,7 @@ def loss_fn(
     return loss, aux
 
 
-def _minibatches(batch: Batch, key: jax.Array, config: Config, axis_name) -> Batch:
+def minibatches(batch: Batch, key: jax.Array, config: Config, axis_name) -> Batch:
     """``[M, N/M, ...]``: per env, a random permutation of its T steps split into M parts."""
     num_steps, num_local = batch.advantage.shape
     per_minibatch = num_steps // config.num_minibatches
@@ -547,7 +547,7 @@ def learn(
         return (eqx.apply_updates(params, updates), opt_state), aux
 
     def epoch(carry, key):
-        return jax.lax.scan(minibatch_step, carry, _minibatches(batch, key, config, axis_name))
+        return jax.lax.scan(minibatch_step, carry, minibatches(batch, key, config, axis_name))
 
     opt_state = set_learning_rate(learner.opt_state, learning_rate)
     (params, opt_state), aux = jax.lax.scan(

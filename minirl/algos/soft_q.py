@@ -121,9 +121,14 @@ class Config(eqx.Module):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Tuned on this machine on seeds the learning tests do not use; see
-    # tests/algos/test_continuous_learning.py. Anything not listed uses Config defaults.
-    "CartPole-v1": dict(total_steps=200_000, alpha_start=1.0, alpha_end=0.05),
+    # Starting points, not yet checked by a learning test in CI (issue 11 is open).
+    # Anything not listed uses Config defaults.
+    # CartPole: α anneals 1 → 0.003 over the first 10% of the updates, then the run is
+    # Q-learning with a near-greedy Boltzmann policy; a small learning rate annealed to 0
+    # avoids the late collapses that lr = 5e-4 or a constant rate gave (4 variants × 4 seeds).
+    "CartPole-v1": dict(total_steps=200_000, rollout_steps=2, hidden=(64, 64),
+                        learning_rate=2.5e-4, learning_rate_end_factor=0.0,
+                        alpha_start=1.0, alpha_end=0.003, alpha_fraction=0.1),
 }
 
 

@@ -33,9 +33,12 @@ class Config(ddpg.Config):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Tuned on this machine on seeds the learning tests do not use; see
-    # tests/algos/test_continuous_learning.py. Anything not listed uses Config defaults.
-    "Pendulum-v1": dict(total_steps=20_000, hidden=(64, 64)),
+    # Starting points, not yet checked by a learning test in CI (issue 11 is open).
+    # Anything not listed uses Config defaults.
+    # Pendulum: γ = 0.98 as in rl-baselines3-zoo; 64×64 networks keep the 20k-step learning
+    # test within minutes on a CPU (4 variants × 4 seeds: median −148 with γ = 0.98, −175
+    # with 0.99, −168 with lr 3e-4, −150 with exploration noise 0.2).
+    "Pendulum-v1": dict(total_steps=20_000, hidden=(64, 64), gamma=0.98),
 }
 
 

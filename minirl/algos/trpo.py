@@ -19,8 +19,9 @@ line search. The step size uses gᵀF⁻¹g (= xᵀFx with x = F⁻¹g): the qua
 KL along the natural direction. Some lecture notes print gᵀFg there, which is wrong
 dimensionally (it scales the step by the Fisher matrix instead of its inverse); with
 x = F⁻¹g, ½sᵀFs = δ holds exactly only for gᵀF⁻¹g. As in PPO we drop the notes' γ^t
-weighting of the surrogate's terms (see ``ppo.py``). The value function is a separate regression of V onto the λ-returns with Adam
-(``value_epochs`` × ``value_minibatches`` steps per iteration).
+weighting of the surrogate's terms (see ``ppo.py``). The value function is a separate
+regression of V onto the λ-returns with Adam (``value_epochs`` × ``value_minibatches`` steps
+per iteration).
 
 TRPO shares PPO's actor-critic, trajectory collection, GAE batch and ``act`` (imported from
 ``ppo.py``: the data side is identical; only the policy update differs). Episode ends follow

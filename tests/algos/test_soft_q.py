@@ -76,7 +76,7 @@ def in_x64(test):
     return wrapped
 
 
-@given(SEEDS, st.sampled_from([2, 3, 5]), st.sampled_from([2, 3]), st.floats(0.0, 0.99),
+@given(SEEDS, st.sampled_from([2, 3, 5]), st.sampled_from([2, 3]), st.floats(0.01, 0.99),
        st.floats(0.01, 10.0))
 @in_x64
 def test_soft_bellman_operator_is_a_gamma_contraction(seed, S, A, gamma, alpha):
@@ -128,7 +128,7 @@ def test_soft_value_tends_to_the_hard_max_as_alpha_goes_to_zero(seed, A):
     gaps = [np.max(np.abs(np.asarray(losses.soft_value(jnp.asarray(q), alpha)) - q.max(1)))
             for alpha in (1.0, 1e-2, 1e-4, 1e-8)]
     assert gaps[-1] <= 1e-8 * np.log(A) + 1e-12
-    assert all(a >= b for a, b in zip(gaps, gaps[1:]))
+    assert all(a >= b - 1e-12 for a, b in zip(gaps, gaps[1:]))  # monotone in α
     # ... and the Boltzmann policy tends to the greedy one (ties have probability 0 here).
     pi = np.asarray(exploration.boltzmann_probs(jnp.asarray(q), 1e-8))
     np.testing.assert_allclose(pi, np.eye(A)[q.argmax(1)], atol=1e-12)
