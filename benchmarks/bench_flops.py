@@ -139,7 +139,7 @@ def ppo_learner(seeds: int, repeats: int) -> dict:
         return eqx.apply_updates(learner.params, updates), opt_state
 
     def shuffle(batch, key):  # [M, N/M, ...]; ppo.learn's per-epoch gather (private)
-        return ppo._minibatches(batch, key, config, None)
+        return ppo.minibatches(batch, key, config, None)
 
     log(f"PPO learner, {seeds} seeds: XLA cost analysis of the pieces")
     keys = jax.random.split(jax.random.PRNGKey(1), seeds)

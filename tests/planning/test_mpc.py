@@ -9,6 +9,7 @@ import pytest
 from minirl import envs
 from minirl.core.config import ConfigError
 from minirl.planning import mpc
+from tests.algos.learning import FIRST_SEED
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -114,12 +115,12 @@ def test_ilqr_swings_pendulum_up():
 
 @pytest.mark.learning
 def test_cem_mpc_pendulum():
-    out = mpc.run_planner("cem", *envs.make("Pendulum-v1"), seeds=4)
+    out = mpc.run_planner("cem", *envs.make("Pendulum-v1"), seeds=4, seed=FIRST_SEED)
     assert np.median(out["returns"]) >= -200.0, out["returns"]
 
 
 @pytest.mark.learning
 def test_mcts_keeps_cartpole_up():
-    out = mpc.run_planner("mcts", *envs.make("CartPole-v1"), seeds=4,
+    out = mpc.run_planner("mcts", *envs.make("CartPole-v1"), seeds=4, seed=FIRST_SEED,
                           options={"num_simulations": 64})
     assert np.median(out["returns"]) >= 475.0, out["returns"]
