@@ -115,7 +115,11 @@ def test_ilqr_swings_pendulum_up():
 
 @pytest.mark.learning
 def test_cem_mpc_pendulum():
-    out = mpc.run_planner("cem", *envs.make("Pendulum-v1"), seeds=4, seed=FIRST_SEED)
+    """16 episodes: a Pendulum episode's return depends mostly on its random start (from
+    hanging down even a good swing-up costs about −330), so the median of 4 moved from
+    −120-ish to −281 between first seeds 0 and 1000; over 16 it was −120, −123 and −119
+    for first seeds 0, 1000 and 1."""
+    out = mpc.run_planner("cem", *envs.make("Pendulum-v1"), seeds=16, seed=FIRST_SEED)
     assert np.median(out["returns"]) >= -200.0, out["returns"]
 
 
