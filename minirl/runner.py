@@ -94,10 +94,17 @@ def chunk_plan(num_iterations: int, target_chunks: int = 50) -> list[int]:
     return [target] * full + ([rest] if rest else [])
 
 
+def _is_hyperparameter(path: tuple) -> bool:
+    # optax.inject_hyperparams keeps the optimiser's settings in its state, and
+    # max_grad_norm = inf (no clipping) is a legitimate one: not a sign of divergence.
+    return any(getattr(entry, "name", None) == "hyperparams" for entry in path)
+
+
 def _all_finite(tree: Any) -> jax.Array:
     leaves = [
         jnp.all(jnp.isfinite(x))
-        for x in jax.tree.leaves(eqx.filter(tree, eqx.is_inexact_array))
+        for path, x in jax.tree_util.tree_leaves_with_path(eqx.filter(tree, eqx.is_inexact_array))
+        if not _is_hyperparameter(path)
     ]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 

@@ -101,6 +101,14 @@ def test_list_shows_algorithms_and_envs(capsys):
     assert "?" not in mnist and "unavailable" in mnist
 
 
+def test_every_algorithm_of_the_issues_is_on_the_command_line(capsys):
+    names = {"dqn", "ppo", "trpo", "qt_opt", "naf", "ddpg", "td3", "soft_q", "sac"}
+    assert set(ALGORITHMS) == names
+    assert cli.main(["list"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"  {name} " in listed for name in names)
+
+
 def test_first_sentence_is_whole():
     doc = "Deep Q-learning: fitted Q-iteration, DQN and\ndouble DQN. More text. Even more."
     want = "Deep Q-learning: fitted Q-iteration, DQN and double DQN."
@@ -383,3 +391,25 @@ def test_gif_of_an_env_without_a_visualiser_is_refused():
     env, params = envs.make("DeepSea-bsuite")
     with pytest.raises(ConfigError, match="no visualiser; --gif supports: Pendulum-v1"):
         animation.write_gif(dqn, dqn.Config(), env, params, None, "DeepSea-bsuite", "x.gif")
+
+
+@pytest.mark.parametrize("algo_name", ["sac", "ddpg"])
+def test_no_gradient_clipping_is_not_divergence_but_nan_parameters_are(algo_name):
+    """max_grad_norm = inf (no clipping) lives in the optimiser state as a hyperparameter;
+    the divergence flag must look at parameters and metrics, not at settings."""
+    import equinox as eqx
+    import jax.numpy as jnp
+
+    from minirl import envs
+
+    algo = ALGORITHMS[algo_name]
+    env, env_params = envs.make("Pendulum-v1")
+    config = algo.Config(max_grad_norm=float("inf"))
+    state = algo.init(jax.random.PRNGKey(0), config, env, env_params)
+    metrics = {"env_steps": jnp.array([1]), "episodes": jnp.array([0.0]),
+               "episode_return_sum": jnp.array([0.0]), "episode_length_sum": jnp.array([0.0])}
+    assert float(runner.summarise_chunk(state, metrics)["nonfinite"]) == 0.0
+    nan_params = jax.tree.map(lambda x: x * jnp.nan if eqx.is_inexact_array(x) else x,
+                              state.learner.params)
+    poisoned = eqx.tree_at(lambda s: s.learner.params, state, nan_params)
+    assert float(runner.summarise_chunk(poisoned, metrics)["nonfinite"]) == 1.0
