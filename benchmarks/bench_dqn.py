@@ -86,9 +86,10 @@ def log(message: str) -> None:
 # ----------------------------------------------------------------------------- env-only
 
 
-def env_only(num_envs: int, num_steps: int, repeats: int) -> dict:
-    """Random actions in ``num_envs`` gymnax envs for ``num_steps`` steps, one jitted scan."""
-    env, env_params = envs.make(SHARED["env_id"])
+def env_only(num_envs: int, num_steps: int, repeats: int, env_id: str | None = None) -> dict:
+    """Random actions in ``num_envs`` gymnax envs for ``num_steps`` steps, one jitted scan
+    (``env_id``: this benchmark's environment unless another is named)."""
+    env, env_params = envs.make(env_id or SHARED["env_id"])
     policy = rollout.random_policy(env, env_params)
 
     def run(key):

@@ -43,7 +43,7 @@ import optax
 
 from ..core import buffer as replay
 from ..core import critics as critic_nets
-from ..core import exploration, losses, nets, rollout
+from ..core import exploration, losses, nets, off_policy, rollout
 from ..core.config import ConfigError, check_choice, check_positive_int, check_range
 from ..core.optim import adam_with_clipping, polyak_update, set_learning_rate
 
@@ -428,30 +428,15 @@ def step(
     env_carry, trajectory = rollout.collect(
         collect_key, env, env_params, state.env, behaviour, config.rollout_steps
     )
-    stored = rollout.Transition(
-        obs=trajectory.obs,
-        action=trajectory.action,
-        reward=trajectory.reward,
-        next_obs=trajectory.next_obs,
-        terminated=trajectory.terminated,
-        truncated=trajectory.truncated,
-    )
-    stored = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stored)  # [T·E], time-major
-    buffer = replay.add(state.buffer, stored)
+    buffer = off_policy.store(state.buffer, trajectory)
     env_steps = state.env_steps + config.steps_per_iteration
 
-    def updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
-        k, b = config.gradient_steps, config.batch_size
-        batches = replay.sample(buffer, sample_key, k * b)
-        batches = jax.tree.map(lambda x: x.reshape(k, b, *x.shape[1:]), batches)
-        learner, metrics = jax.lax.scan(lambda lr, x: learn(lr, x, config), learner, batches)
-        return learner, jax.tree.map(jnp.mean, metrics)
-
-    def no_updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
-        return learner, jax.tree.map(jnp.zeros_like, jax.eval_shape(updates, learner)[1])
-
-    learner, learn_metrics = jax.lax.cond(
-        env_steps >= config.learning_starts, updates, no_updates, state.learner
+    learner, learn_metrics = off_policy.updates_after_warmup(
+        env_steps >= config.learning_starts,
+        state.learner,
+        lambda learner, batch: learn(learner, batch, config),
+        lambda: off_policy.minibatches(buffer, sample_key, config.gradient_steps,
+                                       config.batch_size),
     )
     state = State(learner, buffer, env_carry, key, env_steps)
     metrics = {**rollout.episode_metrics(trajectory), **learn_metrics, "env_steps": env_steps}

@@ -64,7 +64,7 @@ import jax.numpy as jnp
 import optax
 
 from ..core import buffer as replay
-from ..core import exploration, losses, nets, returns, rollout
+from ..core import exploration, losses, nets, off_policy, returns, rollout
 from ..core.config import ConfigError, check_choice, check_positive_int, check_range
 from ..core.optim import adam_with_clipping, hard_target_update, polyak_update, set_learning_rate
 
@@ -437,34 +437,15 @@ def step(
     env_carry, trajectory = rollout.collect(
         collect_key, env, env_params, state.env, policy, config.rollout_steps
     )
-    stored = rollout.Transition(
-        obs=trajectory.obs,
-        action=trajectory.action,
-        reward=trajectory.reward,
-        next_obs=trajectory.next_obs,
-        terminated=trajectory.terminated,
-        truncated=trajectory.truncated,
-        policy_info=trajectory.policy_info,
-    )
-    # [T, E] → [T·E] in time-major order, so item i + E is the same env one step later.
-    stored = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stored)
-    buffer = replay.add(state.buffer, stored)
+    # The behaviour probabilities μ(a|s) go with each transition (off-policy corrections).
+    buffer = off_policy.store(state.buffer, trajectory, keep_policy_info=True)
     env_steps = state.env_steps + config.steps_per_iteration
 
-    def update(learner: Learner, key: jax.Array):
-        return learn(learner, sample_batch(buffer, key, config), config)
-
-    def updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
-        learner, metrics = jax.lax.scan(
-            update, learner, jax.random.split(learn_key, config.gradient_steps)
-        )
-        return learner, jax.tree.map(jnp.mean, metrics)
-
-    def no_updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
-        return learner, jax.tree.map(jnp.zeros_like, jax.eval_shape(updates, learner)[1])
-
-    learner, learn_metrics = jax.lax.cond(
-        env_steps >= config.learning_starts, updates, no_updates, state.learner
+    learner, learn_metrics = off_policy.updates_after_warmup(
+        env_steps >= config.learning_starts,
+        state.learner,
+        lambda learner, key: learn(learner, sample_batch(buffer, key, config), config),
+        lambda: jax.random.split(learn_key, config.gradient_steps),  # one draw per update
     )
     state = State(learner, buffer, env_carry, key, env_steps)
     metrics = {

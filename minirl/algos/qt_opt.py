@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..core import action_search, critics, exploration, losses, nets, rollout
+from ..core import action_search, critics, exploration, losses, nets, off_policy, rollout
 from ..core import buffer as replay
 from ..core.config import ConfigError, check_choice, check_positive_int, check_range
 from ..core.optim import adam_with_clipping, polyak_update, set_learning_rate
@@ -440,32 +440,14 @@ def step(
     env_carry, trajectory = rollout.collect(
         collect_key, env, env_params, state.env, policy, config.rollout_steps
     )
-    stored = rollout.Transition(
-        obs=trajectory.obs,
-        action=trajectory.action,
-        reward=trajectory.reward,
-        next_obs=trajectory.next_obs,  # final_observation at an episode end
-        terminated=trajectory.terminated,
-        truncated=trajectory.truncated,
-    )
-    stored = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), stored)  # [T, E] → [T·E]
-    buffer = replay.add(state.buffer, stored)
+    buffer = off_policy.store(state.buffer, trajectory)
     env_steps = state.env_steps + config.steps_per_iteration
 
-    def update(learner: Learner, key: jax.Array):
-        return learn(learner, sample_batch(buffer, key, config), config)
-
-    def updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
-        learner, metrics = jax.lax.scan(
-            update, learner, jax.random.split(learn_key, config.gradient_steps)
-        )
-        return learner, jax.tree.map(jnp.mean, metrics)
-
-    def no_updates(learner: Learner) -> tuple[Learner, dict[str, jax.Array]]:
-        return learner, jax.tree.map(jnp.zeros_like, jax.eval_shape(updates, learner)[1])
-
-    learner, learn_metrics = jax.lax.cond(
-        env_steps >= config.learning_starts, updates, no_updates, state.learner
+    learner, learn_metrics = off_policy.updates_after_warmup(
+        env_steps >= config.learning_starts,
+        state.learner,
+        lambda learner, key: learn(learner, sample_batch(buffer, key, config), config),
+        lambda: jax.random.split(learn_key, config.gradient_steps),  # one draw per update
     )
     state = State(learner, buffer, env_carry, key, env_steps)
     metrics = {
