@@ -332,6 +332,8 @@ def main() -> int:
     parser.add_argument("--total-steps", type=int,
                         help="env steps per seed for every run (default: 20000, quick 1500)")
     parser.add_argument("--seeds", default="1,4", help="comma-separated seed counts")
+    parser.add_argument("--repeats", type=int,
+                        help="timed repeats of each minirl program, median kept (default 3)")
     parser.add_argument("--sb3-threads", type=int, default=1,
                         help="torch.set_num_threads in each SB3 / sbx process (default 1)")
     parser.add_argument("--skip", default="",
@@ -349,6 +351,8 @@ def main() -> int:
     mode = dict(MODES["quick" if args.quick else "full"], name="quick" if args.quick else "full")
     if args.total_steps:
         mode["total_steps"] = args.total_steps
+    if args.repeats:
+        mode["repeats"] = args.repeats
     seeds_list = [int(s) for s in args.seeds.split(",") if s]
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     output = args.output or (

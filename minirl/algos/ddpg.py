@@ -132,7 +132,8 @@ class Config(eqx.Module):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Starting points, not yet checked by a learning test in CI (issue 11 is open).
+    # Checked by tests/algos/test_continuous_learning.py (Pendulum, 20k, ≥ −200: medians
+    # −140.4 / −151.3 / −143.9 from first seeds 1 (tuning), 0 (the test) and 1000).
     # Anything not listed uses Config defaults.
     "Pendulum-v1": dict(total_steps=20_000, hidden=(64, 64)),
 }

@@ -155,7 +155,8 @@ class Config(eqx.Module):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Starting points, not yet checked by a learning test in CI (issue 11 is open).
+    # Checked by tests/algos/test_continuous_learning.py (Pendulum, 50k, ≥ −300: medians
+    # −150.6 / −144.6 / −161.0 from first seeds 1, 0 (the test) and 1000).
     # Anything not listed uses Config defaults.
     "Pendulum-v1": dict(),
 }

@@ -137,7 +137,8 @@ class Config(eqx.Module):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Starting points, not yet checked by a learning test in CI (issue 11 is open).
+    # Checked by tests/algos/test_continuous_learning.py (Pendulum, 20k, ≥ −200: medians
+    # −140.8 / −143.6 / −140.5 from first seeds 1 (tuning), 0 (the test) and 1000).
     # Anything not listed uses Config defaults.
     "Pendulum-v1": dict(total_steps=20_000, learning_rate=1e-3, hidden=(64, 64)),
     "CartPole-v1": dict(total_steps=200_000, target_entropy_fraction=0.3, hidden=(64, 64)),

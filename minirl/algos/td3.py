@@ -33,7 +33,8 @@ class Config(ddpg.Config):
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Starting points, not yet checked by a learning test in CI (issue 11 is open).
+    # Checked by tests/algos/test_continuous_learning.py (Pendulum, 20k, ≥ −200: medians
+    # −148.4 / −154.2 / −145.9 from first seeds 1 (tuning), 0 (the test) and 1000).
     # Anything not listed uses Config defaults.
     # Pendulum: γ = 0.98 as in rl-baselines3-zoo; 64×64 networks keep the 20k-step learning
     # test within minutes on a CPU (4 variants × 4 seeds: median −148 with γ = 0.98, −175
