@@ -2,7 +2,7 @@
 Polyak rate τ in one program (numeric hyperparameters are pytree leaves); then a greedy
 episode with the best SAC seed.
 
-    python examples/sac_pendulum.py          # about 10 minutes on 2 CPU cores
+    python examples/sac_pendulum.py          # about 7 minutes on 2 CPU cores
 """
 
 import dataclasses
