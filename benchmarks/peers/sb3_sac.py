@@ -20,11 +20,13 @@ the compile time.
 
 import argparse
 import json
-import multiprocessing as mp
-import queue as queue_module
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import concurrent_seeds  # noqa: E402  (the launcher shared with the other peer scripts)
 
 WARMUP_STEPS = 20  # env steps of the sbx warm-up (updates from step 11 on)
 
@@ -137,37 +139,15 @@ def main(library: str = "sb3") -> int:
     if hp["num_envs"] != 1:
         raise SystemExit(f"this runner drives {library} with one environment per process")
 
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(args.seeds)
-    queue = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=worker,
-            args=(library, hp, args.seed + i, args.threads, args.eval_episodes, barrier,
-                  queue),
-        )
-        for i in range(args.seeds)
-    ]
-    for proc in procs:
-        proc.start()
-    results = []
-    while len(results) < len(procs):
-        try:
-            results.append(queue.get(timeout=5))
-        except queue_module.Empty:
-            if not any(proc.is_alive() for proc in procs) and queue.empty():
-                codes = [proc.exitcode for proc in procs]
-                results.append({"seed": -1, "error": f"workers died, exit codes {codes}"})
-                break
-    for proc in procs:
-        proc.join(timeout=60)
-    errors = [r["error"] for r in results if "error" in r]
-    if errors:
-        print(f"{library} worker failed: {errors[0]}", file=sys.stderr)
+    outcome = concurrent_seeds.run(
+        worker,
+        lambda i: (library, hp, args.seed + i, args.threads, args.eval_episodes),
+        args.seeds,
+        library,
+    )
+    if outcome is None:
         return 1
-    results.sort(key=lambda r: r["seed"])
-    wall = max(r["end"] for r in results) - min(r["start"] for r in results)
-    steps = sum(r["env_steps"] for r in results)
+    results, wall, steps = outcome
 
     import torch
 
