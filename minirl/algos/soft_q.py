@@ -54,6 +54,7 @@ class Config(eqx.Module):
     network: str = eqx.field(static=True, default="auto")  # "auto" | "mlp" | "cnn"
     loss: str = eqx.field(static=True, default="huber")  # "huber" | "squared"
     target_update: str = eqx.field(static=True, default="hard")  # "hard" | "polyak"
+    double_q: bool = eqx.field(static=True, default=False)  # online π weighs target Q (below)
 
     learning_rate: float = 5e-4  # Adam step size at the start
     learning_rate_end_factor: float = 1.0  # lr anneals linearly to lr × this at the end
@@ -77,6 +78,7 @@ class Config(eqx.Module):
         check_choice("network", self.network, ("auto", "mlp", "cnn"))
         check_choice("loss", self.loss, ("huber", "squared"))
         check_choice("target_update", self.target_update, TARGET_UPDATES)
+        check_choice("double_q", self.double_q, (True, False))
         if self.buffer_size % self.num_envs:
             raise ConfigError(
                 f"buffer_size={self.buffer_size} must be a multiple of num_envs={self.num_envs}"
@@ -239,11 +241,26 @@ def temperature(updates: jax.Array, config: Config) -> jax.Array:
 
 
 def soft_targets(
-    target_params: eqx.Module, batch: rollout.Transition, alpha: jax.Array, config: Config
+    params: eqx.Module, target_params: eqx.Module, batch: rollout.Transition,
+    alpha: jax.Array, config: Config,
 ) -> jax.Array:
-    """y = r + γ(1 − terminated) α log Σ_a' exp(Q_θ̄(s', a')/α) for a batch ``[B]``."""
+    """y = r + γ(1 − terminated) V(s') for a batch ``[B]``, with V(s') the soft value of the
+    target network, α log Σ_a' exp(Q_θ̄(s', a')/α), or with ``double_q`` the soft value of the
+    online network's Boltzmann policy π_θ = softmax(Q_θ(s', ·)/α) under the target network,
+
+        V(s') = Σ_a' π_θ(a'|s') [Q_θ̄(s', a') − α log π_θ(a'|s')],
+
+    the soft form of double Q-learning's decoupling of the action choice from its evaluation
+    (van Hasselt et al., 2016). Since the log-sum-exp is the maximum of E_π[Q_θ̄] + αH(π) over
+    π, the double target never exceeds the plain one, and equals it when θ = θ̄."""
     next_q = jax.vmap(target_params)(batch.next_obs)  # [B, A]
-    next_value = losses.soft_value(next_q, alpha)
+    if config.double_q:
+        online_q = jax.vmap(params)(batch.next_obs) / alpha
+        next_value = losses.policy_soft_value(
+            jax.nn.softmax(online_q, axis=-1), jax.nn.log_softmax(online_q, axis=-1), next_q,
+            alpha)
+    else:
+        next_value = losses.soft_value(next_q, alpha)
     targets = losses.bellman_target(batch.reward, batch.terminated, next_value, config.gamma)
     return jax.lax.stop_gradient(targets)
 
@@ -253,7 +270,7 @@ def loss_fn(
     alpha: jax.Array, config: Config,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean TD loss against the soft target, and diagnostics."""
-    targets = soft_targets(target_params, batch, alpha, config)
+    targets = soft_targets(params, target_params, batch, alpha, config)
     q_all = jax.vmap(params)(batch.obs)
     q_taken = jnp.take_along_axis(q_all, batch.action[:, None].astype(jnp.int32), -1)[:, 0]
     td_error = targets - q_taken

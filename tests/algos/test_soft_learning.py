@@ -3,12 +3,12 @@ steps, median over 4 seeds with the preset the CLI uses. The final return is the
 training episodes of the last 10% of the run, sampled from the stochastic policy
 (``minirl train``'s ``final_returns``). A random policy scores about 22.
 
-The issue's targets — soft Q-learning ≥ 475, discrete SAC ≥ 400 — are NOT reached from every
-first seed with these presets, so these tests assert what held from every first seed we
-measured, which still fails a broken learner. Medians (4 seeds each):
-  soft_q, first seeds 1 (tuning), 0 (this test), 1000, 2:   500,   177.9, 394.5, 310.2
-  discrete SAC, first seeds 1 (tuning), 0 (this test), 1000: 300.0, 303.4, 334.6
-Single seeds reach 500 and then some collapse late in the run; see the README.
+Discrete SAC asserts the issue's target, ≥ 400: its preset (lr 1e-3) scored medians 500 from
+first seeds 2 (tuning), 0 (this test), 1000 and 1 — all 16 seeds at 500.
+Soft Q-learning's target, ≥ 475, is NOT reached from every first seed with its preset, so its
+test asserts what held from every first seed we measured, which still fails a broken learner.
+Medians (4 seeds each), first seeds 1 (tuning), 0 (this test), 1000, 2: 500, 177.9, 394.5,
+310.2. Single seeds reach 500 and then some collapse late in the run; see the README.
 """
 
 import numpy as np
@@ -21,7 +21,7 @@ from tests.algos.learning import train_seeds
 pytestmark = [pytest.mark.learning, pytest.mark.timeout(1800)]
 
 
-@pytest.mark.parametrize("algo, target", [(soft_q, 100.0), (sac, 200.0)],
+@pytest.mark.parametrize("algo, target", [(soft_q, 100.0), (sac, 400.0)],
                          ids=["soft_q", "discrete-sac"])
 def test_learns_cartpole_in_200k_steps(algo, target):
     env, env_params = envs.make("CartPole-v1")

@@ -61,7 +61,7 @@ def soft_bellman(q, alpha, gamma, P, R, terminal):
         truncated=jnp.zeros(len(s), bool),
     )
     config = small_config(gamma=gamma)
-    targets = np.asarray(soft_q.soft_targets(TableQ(jnp.asarray(q)), batch, alpha, config))
+    targets = np.asarray(soft_q.soft_targets(None, TableQ(jnp.asarray(q)), batch, alpha, config))
     return np.einsum("sat,sat->sa", P, targets.reshape(S, A, S))
 
 
@@ -174,9 +174,48 @@ def test_truncation_bootstraps_from_the_final_observation_and_termination_cuts()
         next_obs=jnp.array([[3], [3], [3]]),
         terminated=jnp.array([False, True, False]), truncated=jnp.array([True, False, False]),
     )
-    targets = soft_q.soft_targets(TableQ(q), batch, 0.5, small_config(gamma=0.5))
+    targets = soft_q.soft_targets(None, TableQ(q), batch, 0.5, small_config(gamma=0.5))
     v3 = 0.5 * np.log(np.sum(np.exp(np.array([9.0, 10.0, 11.0]) / 0.5)))
     np.testing.assert_allclose(targets, [1.0 + 0.5 * v3, 1.0, 1.0 + 0.5 * v3], rtol=1e-6)
+
+
+@given(SEEDS, st.sampled_from([2, 3, 5]), st.floats(0.05, 5.0))
+@in_x64
+def test_double_soft_target_is_below_the_plain_one_and_equal_for_equal_networks(seed, A, alpha):
+    """The double soft value Σπ_θ(Q_θ̄ − α log π_θ) is E_π[Q_θ̄] + αH(π) for one π, and the
+    log-sum-exp is its maximum over the simplex: never above the plain target, equal when
+    θ = θ̄. The reference maximum is a brute-force search over a grid of the simplex."""
+    rng = np.random.default_rng(seed)
+    S = 4
+    online, target = rng.normal(size=(S, A)) * 3, rng.normal(size=(S, A)) * 3
+    batch = rollout.Transition(
+        obs=jnp.zeros((S, 1)), action=jnp.zeros(S, jnp.int32), reward=jnp.zeros(S),
+        next_obs=jnp.arange(S)[:, None], terminated=jnp.zeros(S, bool),
+        truncated=jnp.zeros(S, bool),
+    )
+    config = small_config(gamma=1.0)
+    double = small_config(gamma=1.0, double_q=True)
+    plain = np.asarray(soft_q.soft_targets(None, TableQ(jnp.asarray(target)), batch, alpha,
+                                           config))
+    decoupled = np.asarray(soft_q.soft_targets(TableQ(jnp.asarray(online)),
+                                               TableQ(jnp.asarray(target)), batch, alpha, double))
+    same = np.asarray(soft_q.soft_targets(TableQ(jnp.asarray(target)),
+                                          TableQ(jnp.asarray(target)), batch, alpha, double))
+    assert np.all(decoupled <= plain + 1e-9)
+    np.testing.assert_allclose(same, plain, rtol=1e-9, atol=1e-9)
+    # the online policy's value by hand: E_π[Q̄] + αH(π), π = softmax(Q_θ/α)
+    logits = online / alpha
+    pi = np.exp(logits - logits.max(1, keepdims=True))
+    pi /= pi.sum(1, keepdims=True)
+    by_hand = np.sum(pi * target, 1) - alpha * np.sum(pi * np.log(pi), 1)
+    np.testing.assert_allclose(decoupled, by_hand, rtol=1e-9, atol=1e-9)
+    if A == 2:  # brute force over the simplex: the plain target is the maximum
+        p = np.linspace(1e-6, 1 - 1e-6, 20001)[:, None]
+        grid = np.concatenate([p, 1 - p], 1)
+        values = grid @ target.T - alpha * np.sum(grid * np.log(grid), 1)[:, None]
+        assert np.all(values.max(0) <= plain + 1e-9)  # no π beats the log-sum-exp …
+        np.testing.assert_allclose(values.max(0), plain, atol=1e-4)  # … and the grid's best
+        # reaches it to the grid's resolution
 
 
 # ----------------------------------------------------------------------------- contract
