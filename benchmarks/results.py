@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-ORDER = ("dqn", "ppo", "sac", "flops", "planning", "sweep", "cores")  # section order
+ORDER = ("dqn", "ppo", "sac", "model_based", "flops", "planning", "sweep", "cores")  # section order
 HEADER = (
     "# minirl benchmarks\n\n"
     "Measured, not asserted: every number is wall-clock time on the machine named in its\n"

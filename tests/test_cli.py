@@ -12,6 +12,7 @@ import pytest
 from minirl import checkpoint, cli, runner
 from minirl.algos import ALGORITHMS
 from minirl.cli import commands
+from minirl.model_based import LEARNERS
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -104,9 +105,16 @@ def test_list_shows_algorithms_and_envs(capsys):
 def test_every_algorithm_of_the_issues_is_on_the_command_line(capsys):
     names = {"dqn", "ppo", "trpo", "qt_opt", "naf", "ddpg", "td3", "soft_q", "sac"}
     assert set(ALGORITHMS) == names
+    assert set(LEARNERS) == {"pets", "planet"}
     assert cli.main(["list"]) == 0
     listed = capsys.readouterr().out
-    assert all(f"  {name} " in listed for name in names)
+    assert all(f"  {name} " in listed for name in names | set(LEARNERS))
+    # PlaNet learns from pixels only, PETS from state vectors only
+    pendulum = next(line for line in listed.splitlines() if line.startswith("  Pendulum-v1 "))
+    pixels = next(line for line in listed.splitlines()
+                  if line.startswith("  Pendulum-v1-pixels "))
+    assert "pets" in pendulum and "planet" not in pendulum
+    assert "planet" in pixels and "pets" not in pixels
 
 
 def test_first_sentence_is_whole():
@@ -413,3 +421,41 @@ def test_no_gradient_clipping_is_not_divergence_but_nan_parameters_are(algo_name
                               state.learner.params)
     poisoned = eqx.tree_at(lambda s: s.learner.params, state, nan_params)
     assert float(runner.summarise_chunk(poisoned, metrics)["nonfinite"]) == 1.0
+
+
+@pytest.mark.parametrize(
+    "algo, env_id, settings",
+    [
+        ("pets", "Pendulum-v1", ["hidden=16", "horizon=3", "num_samples=8", "num_elites=2",
+                                 "iterations=2", "particles=5", "fit_updates=5",
+                                 "batch_size=16", "refit_every=100", "random_steps=100"]),
+        ("planet", "Pendulum-v1-pixels", []),
+    ],
+    ids=["pets", "planet"],
+)
+def test_model_based_learners_train_resume_and_eval_from_the_command_line(
+        tmp_path, algo, env_id, settings):
+    """`minirl train pets|planet` with tiny settings: summary, bit-exact resume, eval, GIF."""
+    if algo == "planet":  # the smallest run the config allows, whatever its field names
+        config = LEARNERS["planet"].Config
+        settings = [f"{name}={value}" for name, value in TINY_PLANET.items()
+                    if name in {f.name for f in __import__("dataclasses").fields(config)}]
+    extra = [arg for setting in settings for arg in ("--set", setting)]
+    steps = "400"
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    base = ["train", algo, "--env", env_id, "--steps", steps, "--seeds", "2", "--chunks", "2"]
+    assert cli.main([*base, "--out", str(whole), *extra]) == 0
+    assert cli.main([*base, "--out", str(parts), *extra, "--stop-after-chunks", "1"]) == 0
+    assert cli.main(["train", algo, "--resume", str(parts)]) == 0
+    a = json.loads((whole / "summary.json").read_text())
+    b = json.loads((parts / "summary.json").read_text())
+    assert a["final_returns"] == b["final_returns"] and a["algo"] == algo
+    assert cli.main(["eval", str(whole), "--episodes", "1", "--gif",
+                     str(tmp_path / "episode.gif")]) == 0
+    assert (tmp_path / "episode.gif").read_bytes()[:3] == b"GIF"
+
+
+TINY_PLANET = dict(
+    learning_starts=200, gradient_steps=2, batch_size=4, sequence_length=8, horizon=3,
+    num_samples=8, num_elites=2, iterations=2, buffer_size=1000, action_repeat=2,
+)

@@ -21,7 +21,8 @@ GYMNAX_VISUALISED = (
     "Seaquest-MinAtar", "SpaceInvaders-MinAtar", "Pong-misc", "PointRobot-misc",
     "MetaMaze-misc", "FourRooms-misc",
 )
-SUPPORTED = (*render.RENDERERS, *GYMNAX_VISUALISED)
+SUPPORTED = (*render.RENDERERS, *(f"{env_id}-pixels" for env_id in render.RENDERERS),
+             *GYMNAX_VISUALISED)
 
 
 def greedy_episode(algo: Any, config: Any, env: Any, env_params: Any, params: Any,

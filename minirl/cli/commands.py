@@ -21,8 +21,9 @@ ENV_PREFIX = "env."
 
 def _algorithms() -> dict:
     from minirl.algos import ALGORITHMS
+    from minirl.model_based import LEARNERS
 
-    return ALGORITHMS
+    return {**ALGORITHMS, **LEARNERS}
 
 
 def _algorithm(name: str):
@@ -367,8 +368,11 @@ def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
     print("environments (gymnax): id, action space, algorithms that fit")
     for env_id in envs.REGISTERED:
         kind = envs.kind(env_id)
+        pixels = env_id.endswith(envs.PIXELS)
+        # OBSERVATIONS: "pixels" (learns from images only), "vectors" (state vectors only)
         fits = [n for n, m in algorithms.items()
-                if getattr(m, "ACTION_KIND", "both") in (kind, "both") and kind != "unavailable"]
+                if getattr(m, "ACTION_KIND", "both") in (kind, "both") and kind != "unavailable"
+                and getattr(m, "OBSERVATIONS", "any") in ("any", "pixels" if pixels else "vectors")]
         note = "(cannot be built here: it downloads a dataset)" if kind == "unavailable" else ""
         print(f"  {env_id:<26} {kind:<12} {', '.join(fits) or note}")
     print("planners (minirl plan): name, the envs it plans in")

@@ -26,7 +26,22 @@ import numpy as np
 from ..core.config import ConfigError
 from ..core.rollout import action_kind, check_env
 
-REGISTERED: tuple[str, ...] = tuple(gymnax.registered_envs)
+PIXELS = "-pixels"
+"""``envs.make(id + PIXELS)``: the env of ``id`` observed through :class:`PixelObservations`."""
+PIXEL_SIZE = 16
+"""Side of the grayscale images of the ``-pixels`` ids: small enough for a CPU (PlaNet's
+preset is tuned on it); build :class:`PixelObservations` yourself for other sizes."""
+
+
+def _renderable() -> tuple[str, ...]:
+    from .render import RENDERERS
+
+    return tuple(RENDERERS)
+
+
+REGISTERED: tuple[str, ...] = tuple(gymnax.registered_envs) + tuple(
+    f"{env_id}{PIXELS}" for env_id in _renderable()
+)
 
 
 @functools.cache
@@ -40,14 +55,19 @@ def check_id(env_id: str) -> None:
     """Raise :class:`ConfigError` naming ``env_id`` and the known ids if it is unknown."""
     if env_id not in REGISTERED:
         raise ConfigError(
-            f"env={env_id!r} is not a gymnax environment; choose one of: " + ", ".join(REGISTERED)
+            f"env={env_id!r} is not a gymnax environment; choose one of: "
+            + ", ".join(REGISTERED)
         )
 
 
 def make(env_id: str, **params: Any) -> tuple[Any, Any]:
     """The gymnax environment ``env_id`` and its parameters, with ``params`` overriding the
-    defaults (validated by :func:`replace_params`)."""
+    defaults (validated by :func:`replace_params`). ``"Pendulum-v1-pixels"`` (any renderable
+    id + ``PIXELS``) is that env observed as ``PIXEL_SIZE``² grayscale images."""
     check_id(env_id)
+    if env_id.endswith(PIXELS):
+        env, env_params = make(env_id[: -len(PIXELS)], **params)
+        return PixelObservations(env, size=PIXEL_SIZE, grayscale=True), env_params
     try:
         env, env_params = _gymnax(env_id)
     except Exception as error:  # an env whose data cannot be loaded here (MNIST)

@@ -126,5 +126,9 @@ RENDERERS: dict[str, Callable[..., jax.Array]] = {
 
 
 def renderer(env: Any) -> Callable[..., jax.Array] | None:
-    """The renderer for ``env`` (by its ``name``), or None."""
-    return RENDERERS.get(getattr(env, "name", None))
+    """The renderer for ``env`` (by its ``name``; a pixel env by the env it wraps), or
+    None."""
+    draw = RENDERERS.get(getattr(env, "name", None))
+    if draw is None and hasattr(env, "env") and hasattr(env, "render"):  # PixelObservations
+        return renderer(env.env)
+    return draw

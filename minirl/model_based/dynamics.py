@@ -71,6 +71,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from ..core.config import ConfigError, check_choice, check_positive_int, check_range
@@ -122,7 +123,7 @@ class ModelConfig(eqx.Module):
         check_range("kl_weight", self.kl_weight, 0.0)
         check_range("posterior_init_std", self.posterior_init_std, 0.0, low_inclusive=False)
         low, high = _concrete(self.init_min_logvar), _concrete(self.init_max_logvar)
-        if low is not None and high is not None and not bool(jnp.all(low < high)):
+        if low is not None and high is not None and not bool(np.all(low < high)):
             raise ConfigError(
                 f"init_min_logvar={self.init_min_logvar} must be less than "
                 f"init_max_logvar={self.init_max_logvar}"
@@ -140,11 +141,12 @@ class ModelConfig(eqx.Module):
 
 
 def _concrete(value):
+    # numpy, not jnp: inside jit every jnp operation is staged out, even on constants
     if isinstance(value, jax.core.Tracer):
         return None
     try:
-        return jnp.asarray(value, jnp.float32)
-    except (TypeError, ValueError):
+        return np.asarray(value, np.float32)
+    except (TypeError, ValueError, jax.errors.ConcretizationTypeError):
         return None
 
 

@@ -1,0 +1,625 @@
+"""PlaNet: a recurrent state-space model (RSSM) learned from pixels, and planning with the
+cross-entropy method in its latent space (Hafner et al., 2019, "Learning latent dynamics
+for planning from pixels").
+
+The belief about the env at control step t is b_t = (h_t, s_t): a deterministic GRU path
+h_t and a stochastic Gaussian state s_t. With embeddings e_t = enc(o_t),
+
+    deterministic   h_t = GRU(h_{t−1}, φ([s_{t−1}, a_{t−1}])),        h_0 = 0
+    prior           p(s_t | h_t)       = N(μ_p(h_t), σ_p(h_t)²)
+    posterior       q(s_t | h_t, o_t)  = N(μ_q(h_t, e_t), σ_q(h_t, e_t)²)
+    decoder         p(o_t | h_t, s_t)  = N(dec(h_t, s_t), σ_o² I)
+    reward          p(r_t | h_t, s_t)  = N(rew(h_t, s_t), 1)
+
+(σ = softplus(·) + ``min_std``). A window of T control steps (observations o_0 … o_T,
+actions a_0 … a_{T−1}, rewards r_1 … r_T, the reward of a_{t−1} attributed to step t)
+trains the sequence ELBO, a lower bound on log p(o_{0:T}, r_{1:T} | a_{0:T−1}), with
+s_t ~ q reparameterised:
+
+    ELBO = Σ_t E_q[ log p(o_t | h_t, s_t) + log p(r_t | h_t, s_t) ]
+           − Σ_t max(KL(q(s_t | h_t, o_t) ‖ p(s_t | h_t)), free_nats)
+
+(paper eq. 3; the KL of two diagonal Gaussians is closed form; free nats (Kingma et al.,
+2016): the KL of a step costs at least ``free_nats`` and has zero gradient below it, so the
+posterior is not squeezed onto the prior before the model explains the images). ``learn``
+takes one Adam step on the negative ELBO averaged over the valid steps of a batch of
+windows (steps past an episode end or past the newest data are masked out).
+
+Acting (model-predictive control): the filtering belief b_t is kept in ``State`` and updated
+after every control step, h_{t+1} = GRU(h_t, φ([s_t, a_t])), s_{t+1} = μ_q(h_{t+1},
+e_{t+1}) (the posterior mean; a new episode restarts from h = 0). From b_t, CEM
+(``minirl.planning.shooting.cem``, unchanged) searches action sequences a_{t:t+H} in the
+latent space, stepping the prior's mean, s_{k+1} = μ_p(h_{k+1}), with cost −rew(h, s);
+the first action is applied (plus Gaussian exploration noise) for ``action_repeat`` env
+steps, whose rewards are summed. The previous plan, shifted, is the next search's first
+mean. The first ``learning_starts`` env steps take uniform random actions (the paper's seed
+episodes).
+
+Sizes are scaled far down from the paper (stochastic 30, deterministic 200, 64×64 RGB, CEM
+12 × 1000 × 10, conv encoder/decoder) to fit a CPU: grayscale images of a few hundred
+pixels, MLP encoder and decoder, a 64-unit GRU, CEM 12 × 200 × 4. Observations are the
+images of ``minirl.envs.PixelObservations`` in [0, 1], shifted by −½.
+
+``act(params, obs, key, config)`` sees one observation and no history, so it plans from the
+belief filtered from h = 0 on that single image: it cannot see the velocity of a pendulum.
+The training loop does not have this limitation (the filtered belief lives in ``State``).
+
+Contract (docs/design.md): ``Config``, ``Learner``, ``State``, ``init``, ``learn``,
+``step``, ``train``, ``act``; ``learn`` needs no env (posterior samples come from the
+learner's key). The env is a pixel env, e.g.
+``PixelObservations(gymnax Pendulum-v1, size=16, grayscale=True)`` (``make_env``).
+"""
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from ..core import buffer as replay
+from ..core import nets, off_policy, rollout
+from ..core.config import ConfigError, check_choice, check_positive_int, check_range
+from ..core.optim import adam_with_clipping
+from ..planning import shooting
+
+ACTION_KIND = "continuous"
+OBSERVATIONS = "pixels"  # images [H, W, C] (e.g. "Pendulum-v1-pixels")
+ACTIVATIONS = {"relu": jax.nn.relu, "elu": jax.nn.elu, "silu": jax.nn.silu}
+
+
+class Config(eqx.Module):
+    """PlaNet hyperparameters. Static fields fix shapes, loop lengths and switches; the rest
+    are leaves. Steps count env steps; one control step is ``action_repeat`` env steps."""
+
+    total_steps: int = eqx.field(static=True, default=10_000)  # env steps, all envs together
+    num_envs: int = eqx.field(static=True, default=1)  # parallel environments
+    action_repeat: int = eqx.field(static=True, default=4)  # env steps per control step
+    rollout_steps: int = eqx.field(static=True, default=50)  # control steps per iteration
+    gradient_steps: int = eqx.field(static=True, default=50)  # ELBO updates per iteration
+    batch_size: int = eqx.field(static=True, default=16)  # windows per update
+    sequence_length: int = eqx.field(static=True, default=16)  # control steps per window
+    buffer_size: int = eqx.field(static=True, default=100_000)  # control steps kept
+    learning_starts: int = eqx.field(static=True, default=1_000)  # random env steps first
+    deterministic_size: int = eqx.field(static=True, default=64)  # |h|
+    stochastic_size: int = eqx.field(static=True, default=16)  # |s|
+    hidden: int = eqx.field(static=True, default=128)  # width of every MLP layer
+    embedding_size: int = eqx.field(static=True, default=128)  # |enc(o)|
+    activation: str = eqx.field(static=True, default="elu")  # relu | elu | silu
+    horizon: int = eqx.field(static=True, default=12)  # CEM: H control steps
+    num_samples: int = eqx.field(static=True, default=200)  # CEM: sequences per iteration
+    num_elites: int = eqx.field(static=True, default=20)  # CEM: elites
+    cem_iterations: int = eqx.field(static=True, default=4)  # CEM: iterations
+
+    learning_rate: float = 1e-3  # Adam step size
+    max_grad_norm: float = 100.0  # global-norm gradient clipping (inf: off)
+    adam_eps: float = 1e-4
+    free_nats: float = 3.0  # the KL of a step costs at least this
+    kl_scale: float = 1.0  # β on the KL term
+    decoder_std: float = 1.0  # σ_o of the Gaussian image model
+    reward_scale: float = 1.0  # rewards are modelled (and planned) times this
+    min_std: float = 0.1  # floor of the prior's and posterior's σ
+    exploration_noise: float = 0.3  # σ of the behaviour's Gaussian noise (unit box)
+    cem_init_std: float = 1.0  # CEM's initial σ (unit box)
+    cem_smoothing: float = 0.0  # CEM's β
+
+    def __check_init__(self) -> None:
+        for name in ("total_steps", "num_envs", "action_repeat", "rollout_steps",
+                     "gradient_steps", "batch_size", "sequence_length", "buffer_size",
+                     "deterministic_size", "stochastic_size", "hidden", "embedding_size",
+                     "horizon", "cem_iterations"):
+            check_positive_int(name, getattr(self, name))
+        check_positive_int("learning_starts", self.learning_starts, minimum=0)
+        check_positive_int("num_samples", self.num_samples, minimum=2)
+        check_positive_int("num_elites", self.num_elites)
+        if self.num_elites > self.num_samples:
+            raise ConfigError(
+                f"num_elites={self.num_elites} exceeds num_samples={self.num_samples}; "
+                "allowed: 1 ≤ num_elites ≤ num_samples"
+            )
+        check_choice("activation", self.activation, tuple(ACTIVATIONS))
+        if self.buffer_size % self.num_envs:
+            raise ConfigError(
+                f"buffer_size={self.buffer_size} must be a multiple of num_envs={self.num_envs}"
+            )
+        if self.sequence_length * self.num_envs > self.buffer_size:
+            raise ConfigError(
+                f"sequence_length={self.sequence_length} (× num_envs) exceeds "
+                f"buffer_size={self.buffer_size}"
+            )
+        if self.total_steps < self.steps_per_iteration:
+            raise ConfigError(
+                f"total_steps={self.total_steps} is less than one iteration (num_envs × "
+                f"rollout_steps × action_repeat = {self.steps_per_iteration})"
+            )
+        check_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
+        check_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False,
+                    allow_inf=True)
+        check_range("adam_eps", self.adam_eps, 0.0, low_inclusive=False)
+        check_range("free_nats", self.free_nats, 0.0)
+        check_range("kl_scale", self.kl_scale, 0.0)
+        check_range("decoder_std", self.decoder_std, 0.0, low_inclusive=False)
+        check_range("reward_scale", self.reward_scale, 0.0, low_inclusive=False)
+        check_range("min_std", self.min_std, 0.0, low_inclusive=False)
+        check_range("exploration_noise", self.exploration_noise, 0.0)
+        check_range("cem_init_std", self.cem_init_std, 0.0, low_inclusive=False)
+        check_range("cem_smoothing", self.cem_smoothing, 0.0, 1.0, high_inclusive=False)
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Env steps per iteration: ``num_envs × rollout_steps × action_repeat``."""
+        return self.num_envs * self.rollout_steps * self.action_repeat
+
+    @property
+    def num_iterations(self) -> int:
+        """Iterations of ``step``; each collects ``steps_per_iteration`` env steps."""
+        return self.total_steps // self.steps_per_iteration
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Pixel Pendulum, ``envs.make("Pendulum-v1-pixels")`` = PixelObservations(Pendulum-v1,
+    # size=16, grayscale=True). Checked by tests/model_based/test_planet_learning.py (10k env
+    # steps, median of 4 seeds ≥ −700; numbers there). Rewards ×0.3: a control step's reward
+    # (4 env steps) is in [−20, 0]. Anything not listed uses the defaults.
+    "Pendulum-v1-pixels": dict(total_steps=10_000, gradient_steps=100, learning_rate=2e-3,
+                               reward_scale=0.3, decoder_std=0.2, exploration_noise=0.2),
+}
+
+PIXEL_SIZE = 16
+"""Side of the grayscale images of the ``-pixels`` env ids (the preset was tuned on it)."""
+
+
+def preset(env_id: str) -> dict[str, Any]:
+    """Documented per-environment overrides of the defaults (``{}`` if none); the pixel id
+    and the id of the env it draws share one preset."""
+    if not env_id.endswith("-pixels"):
+        env_id += "-pixels"
+    return dict(PRESETS.get(env_id, {}))
+
+
+def make_env(env_id: str = "Pendulum-v1", size: int = PIXEL_SIZE, **params: Any):
+    """``PixelObservations(env, size, grayscale=True)`` of the gymnax env ``env_id`` and its
+    parameters; with the default size this is ``envs.make(env_id + "-pixels")``, the env the
+    preset was tuned on."""
+    from .. import envs
+
+    env, env_params = envs.make(env_id, **params)
+    return envs.PixelObservations(env, size=size, grayscale=True), env_params
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+def gaussian_kl(mean_q, std_q, mean_p, std_p) -> jax.Array:
+    """KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) of diagonal Gaussians, summed over the last axis:
+    Σ [log σ_p/σ_q + (σ_q² + (μ_q − μ_p)²)/(2σ_p²) − ½]."""
+    kl = (jnp.log(std_p / std_q) + (std_q**2 + (mean_q - mean_p) ** 2) / (2.0 * std_p**2)
+          - 0.5)
+    return jnp.sum(kl, axis=-1)
+
+
+def free_nats_kl(kl: jax.Array, free_nats: float | jax.Array) -> jax.Array:
+    """max(KL, free_nats): a step's KL costs at least ``free_nats``; below it the gradient
+    is zero."""
+    return jnp.maximum(kl, free_nats)
+
+
+def gaussian_log_prob(x, mean, std) -> jax.Array:
+    """log N(x; μ, σ² I) summed over the last axis."""
+    z = (x - mean) / std
+    return jnp.sum(-0.5 * z**2 - jnp.log(std) - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
+
+
+class Belief(eqx.Module):
+    """b = (h, s): the deterministic and stochastic parts of the latent state."""
+
+    h: jax.Array  # [..., deterministic_size]
+    s: jax.Array  # [..., stochastic_size]
+
+
+class RSSM(eqx.Module):
+    """Encoder, recurrent transition (GRU and prior), posterior, decoder and reward model.
+    Every function acts on one unbatched item (callers ``vmap``)."""
+
+    encoder: nets.MLP  # image → e
+    pre_gru: eqx.nn.Linear  # [s, a] → GRU input
+    gru: eqx.nn.GRUCell
+    prior_net: nets.MLP  # h → (μ_p, σ_p)
+    posterior_net: nets.MLP  # [h, e] → (μ_q, σ_q)
+    decoder: nets.MLP  # [h, s] → image mean
+    reward_net: nets.MLP  # [h, s] → reward mean
+    obs_shape: tuple[int, ...] = eqx.field(static=True)
+    activation: Any = eqx.field(static=True)
+
+    def __init__(self, key, obs_shape, action_dim: int, config: Config):
+        keys = jax.random.split(key, 7)
+        act = ACTIVATIONS[config.activation]
+        obs_size = 1
+        for d in obs_shape:
+            obs_size *= d
+        D, S, W = config.deterministic_size, config.stochastic_size, config.hidden
+        self.encoder = nets.MLP(obs_size, config.embedding_size, (W,), keys[0], act)
+        self.pre_gru = eqx.nn.Linear(S + action_dim, W, key=keys[1])
+        self.gru = eqx.nn.GRUCell(W, D, key=keys[2])
+        self.prior_net = nets.MLP(D, 2 * S, (W,), keys[3], act)
+        self.posterior_net = nets.MLP(D + config.embedding_size, 2 * S, (W,), keys[4], act)
+        self.decoder = nets.MLP(D + S, obs_size, (W,), keys[5], act)
+        self.reward_net = nets.MLP(D + S, 1, (W,), keys[6], act)
+        self.obs_shape = tuple(obs_shape)
+        self.activation = act
+
+    def embed(self, obs: jax.Array) -> jax.Array:
+        return self.encoder(jnp.ravel(obs).astype(jnp.float32) - 0.5)
+
+    def transition(self, belief: Belief, action: jax.Array) -> jax.Array:
+        """h' = GRU(h, φ([s, a]))."""
+        x = self.activation(self.pre_gru(jnp.concatenate([belief.s, action])))
+        return self.gru(x, belief.h)
+
+    def prior(self, h: jax.Array, min_std) -> tuple[jax.Array, jax.Array]:
+        mean, raw = jnp.split(self.prior_net(h), 2)
+        return mean, jax.nn.softplus(raw) + min_std
+
+    def posterior(self, h, embedding, min_std) -> tuple[jax.Array, jax.Array]:
+        mean, raw = jnp.split(self.posterior_net(jnp.concatenate([h, embedding])), 2)
+        return mean, jax.nn.softplus(raw) + min_std
+
+    def decode(self, belief: Belief) -> jax.Array:
+        """The image mean, shifted back to [0, 1] coordinates, shape ``obs_shape``."""
+        out = self.decoder(jnp.concatenate([belief.h, belief.s])) + 0.5
+        return out.reshape(self.obs_shape)
+
+    def reward(self, belief: Belief) -> jax.Array:
+        return self.reward_net(jnp.concatenate([belief.h, belief.s]))[0]
+
+
+def imagine(model: RSSM, belief: Belief, actions: jax.Array, min_std) -> tuple[Belief, jax.Array]:
+    """The prior's mean rollout from ``belief`` under ``actions`` [H, m]: beliefs b_1 … b_H
+    (leaves [H, ...]) and predicted rewards [H] (what the planner sees)."""
+
+    def one(b, a):
+        h = model.transition(b, a)
+        mean, _ = model.prior(h, min_std)
+        nb = Belief(h, mean)
+        return nb, (nb, model.reward(nb))
+
+    _, (beliefs, rewards) = jax.lax.scan(one, belief, actions)
+    return beliefs, rewards
+
+
+def filter_step(model: RSSM, belief: Belief, action, obs, first, min_std) -> Belief:
+    """The acting belief after ``action`` and the next observation: h' = GRU(h, φ([s, a]))
+    (h' = 0 where ``first``: a new episode), s' = μ_q(h', enc(obs))."""
+    h = model.transition(belief, action)
+    h = jnp.where(first, jnp.zeros_like(h), h)
+    mean, _ = model.posterior(h, model.embed(obs), min_std)
+    return Belief(h, mean)
+
+
+def initial_belief(model: RSSM, obs, min_std) -> Belief:
+    """The belief from one observation and no history: h = 0, s = μ_q(0, enc(obs))."""
+    h = jnp.zeros(model.gru.hidden_size)
+    mean, _ = model.posterior(h, model.embed(obs), min_std)
+    return Belief(h, mean)
+
+
+class Sequences(eqx.Module):
+    """A batch of windows of consecutive control steps: transitions with leaves [B, T, ...]
+    and ``valid`` [B, T] (False past the newest data; ``buffer.sample_sequences``)."""
+
+    data: rollout.Transition
+    valid: jax.Array
+
+
+def step_mask(batch: Sequences) -> jax.Array:
+    """[B, T]: window item k counts if it is valid and no episode ended at an item < k."""
+    done = batch.data.terminated | batch.data.truncated
+    ended_before = jnp.cumsum(done, axis=1) - done
+    return batch.valid & (ended_before == 0)
+
+
+def observe(model: RSSM, key, obs0, actions, next_obs, min_std):
+    """Posterior filtering of one window: from h_0 = 0 and o_0, then o'_k after a_k.
+
+    Returns per step t = 0 … T (leaves [T+1, ...]): the posterior belief samples, and the
+    posterior and prior (mean, std)."""
+    keys = jax.random.split(key, actions.shape[0] + 1)
+    h0 = jnp.zeros(model.gru.hidden_size)
+    pm0, ps0 = model.prior(h0, min_std)
+    qm0, qs0 = model.posterior(h0, model.embed(obs0), min_std)
+    s0 = qm0 + qs0 * jax.random.normal(keys[0], qm0.shape)
+    b0 = Belief(h0, s0)
+
+    def one(b, inputs):
+        a, o, k = inputs
+        h = model.transition(b, a)
+        pm, ps = model.prior(h, min_std)
+        qm, qs = model.posterior(h, model.embed(o), min_std)
+        s = qm + qs * jax.random.normal(k, qm.shape)
+        nb = Belief(h, s)
+        return nb, (nb, qm, qs, pm, ps)
+
+    _, (bs, qm, qs, pm, ps) = jax.lax.scan(one, b0, (actions, next_obs, keys[1:]))
+    cat = lambda first, rest: jnp.concatenate([first[None], rest])  # noqa: E731
+    beliefs = jax.tree.map(cat, b0, bs)
+    return beliefs, (cat(qm0, qm), cat(qs0, qs)), (cat(pm0, pm), cat(ps0, ps))
+
+
+def elbo_terms(model: RSSM, key, batch: Sequences, config: Config) -> dict[str, jax.Array]:
+    """Per step t = 0 … T of every window ([B, T+1] each): image log-likelihood, reward
+    log-likelihood (0 at t = 0), KL(q ‖ p), and the step weights (mask)."""
+    data = batch.data
+    B, T = data.reward.shape
+    keys = jax.random.split(key, B)
+    beliefs, (qm, qs), (pm, ps) = jax.vmap(observe, in_axes=(None, 0, 0, 0, 0, None))(
+        model, keys, data.obs[:, 0], data.action, data.next_obs, config.min_std
+    )
+    images = jnp.concatenate([data.obs[:, :1], data.next_obs], axis=1)  # [B, T+1, ...]
+    decoded = jax.vmap(jax.vmap(model.decode))(beliefs)
+    flat = lambda x: x.reshape(B, T + 1, -1)  # noqa: E731
+    image_ll = gaussian_log_prob(flat(images), flat(decoded), config.decoder_std)
+    predicted = jax.vmap(jax.vmap(model.reward))(beliefs)[:, 1:]
+    target = data.reward * config.reward_scale
+    reward_ll = -0.5 * (target - predicted) ** 2 - 0.5 * jnp.log(2.0 * jnp.pi)
+    reward_ll = jnp.concatenate([jnp.zeros((B, 1)), reward_ll], axis=1)
+    kl = gaussian_kl(qm, qs, pm, ps)
+    mask = jnp.concatenate([jnp.ones((B, 1), bool), step_mask(batch)], axis=1)
+    return {"image_ll": image_ll, "reward_ll": reward_ll, "kl": kl,
+            "mask": mask.astype(jnp.float32)}
+
+
+def loss(model: RSSM, key, batch: Sequences, config: Config):
+    """The negative ELBO per valid step: −log p(o) − log p(r) + β max(KL, free_nats),
+    averaged over the valid steps of the batch; and the mean terms."""
+    terms = elbo_terms(model, key, batch, config)
+    mask = terms["mask"]
+    count = jnp.maximum(jnp.sum(mask), 1.0)
+    mean = lambda x: jnp.sum(x * mask) / count  # noqa: E731
+    kl_cost = config.kl_scale * free_nats_kl(terms["kl"], config.free_nats)
+    total = mean(-terms["image_ll"] - terms["reward_ll"] + kl_cost)
+    return total, {"image_nll": -mean(terms["image_ll"]),
+                   "reward_nll": -jnp.sum(terms["reward_ll"] * mask) / jnp.maximum(
+                       jnp.sum(mask[:, 1:]), 1.0),
+                   "kl": mean(terms["kl"])}
+
+
+# ----------------------------------------------------------------------------- state
+
+
+class Params(eqx.Module):
+    """What ``act`` needs: the model and the action box."""
+
+    model: RSSM
+    low: jax.Array  # [m]
+    high: jax.Array  # [m]
+
+
+class Learner(eqx.Module):
+    """What ``learn`` reads and writes: the model (in ``params``), Adam's state, an update
+    counter and the key of the posterior samples."""
+
+    params: Params
+    opt_state: optax.OptState
+    updates: jax.Array  # int32
+    key: jax.Array
+
+
+class State(eqx.Module):
+    learner: Learner
+    buffer: replay.ReplayBuffer  # control-step transitions, time-major across num_envs
+    env: rollout.EnvCarry
+    belief: Belief  # [E, ...]: the filtered belief of each env's current observation
+    plan: jax.Array  # [E, H, m]: the last plan (unit box), shifted warm start
+    key: jax.Array
+    env_steps: jax.Array  # int32
+
+
+def _optimizer(config: Config) -> optax.GradientTransformation:
+    return adam_with_clipping(config.learning_rate, config.max_grad_norm, config.adam_eps)
+
+
+def init(key: jax.Array, config: Config, env: Any, env_params: Any) -> State:
+    """A fresh run: a random RSSM, Adam, an empty buffer and ``num_envs`` reset envs."""
+    rollout.require_action_kind(env, env_params, ACTION_KIND, "planet")
+    action_shape = rollout.action_shape(env, env_params)
+    if len(action_shape) != 1:
+        raise ConfigError(f"env action shape {action_shape}: planet needs a 1-d action box")
+    obs_shape = rollout.observation_shape(env, env_params)
+    if len(obs_shape) != 3:
+        raise ConfigError(
+            f"env observation shape {obs_shape}: planet learns from images [H, W, C]; use a "
+            "pixel env, e.g. envs.make('Pendulum-v1-pixels')"
+        )
+    model_key, env_key, learn_key, key = jax.random.split(key, 4)
+    model = RSSM(model_key, obs_shape, action_shape[0], config)
+    low, high = rollout.action_bounds(env, env_params)
+    params = Params(model, low, high)
+    learner = Learner(
+        params=params,
+        opt_state=_optimizer(config).init(eqx.filter(model, eqx.is_array)),
+        updates=jnp.zeros((), jnp.int32),
+        key=learn_key,
+    )
+    env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
+    example = rollout.Transition(
+        obs=env_carry.obs[0],
+        action=jnp.zeros_like(low),
+        reward=jnp.zeros((), jnp.float32),
+        next_obs=env_carry.obs[0],
+        terminated=jnp.zeros((), bool),
+        truncated=jnp.zeros((), bool),
+    )
+    belief = jax.vmap(initial_belief, in_axes=(None, 0, None))(
+        model, env_carry.obs, config.min_std)
+    return State(
+        learner=learner,
+        buffer=replay.init(config.buffer_size, example),
+        env=env_carry,
+        belief=belief,
+        plan=jnp.zeros((config.num_envs, config.horizon, action_shape[0])),
+        key=key,
+        env_steps=jnp.zeros((), jnp.int32),
+    )
+
+
+# ----------------------------------------------------------------------------- learn
+
+
+def learn(
+    learner: Learner, batch: Sequences, config: Config
+) -> tuple[Learner, dict[str, jax.Array]]:
+    """One Adam step on the negative sequence ELBO of a batch of windows. Pure; no env."""
+    key, loss_key = jax.random.split(learner.key)
+    model = learner.params.model
+    (value, aux), grads = jax.value_and_grad(loss, has_aux=True)(model, loss_key, batch, config)
+    updates, opt_state = _optimizer(config).update(
+        eqx.filter(grads, eqx.is_array), learner.opt_state, eqx.filter(model, eqx.is_array)
+    )
+    model = eqx.apply_updates(model, updates)
+    params = Params(model, learner.params.low, learner.params.high)
+    learner = Learner(params, opt_state, learner.updates + 1, key)
+    return learner, {"loss": value, **aux}
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _to_box(params: Params, unit):
+    return 0.5 * (params.high + params.low) + 0.5 * (params.high - params.low) * unit
+
+
+def plan(params: Params, belief: Belief, key, init_mean, config: Config) -> shooting.Plan:
+    """CEM over unit-box action sequences [H, m] from ``belief`` in latent space, cost
+    −(predicted reward) per step of the prior's mean rollout."""
+    model = params.model
+
+    def latent_step(b: Belief, unit_action):
+        h = model.transition(b, _to_box(params, unit_action))
+        mean, _ = model.prior(h, config.min_std)
+        nb = Belief(h, mean)
+        return nb, -model.reward(nb)
+
+    return shooting.cem(
+        key, latent_step, belief, init_mean,
+        num_samples=config.num_samples, num_elites=config.num_elites,
+        iterations=config.cem_iterations, low=-1.0, high=1.0,
+        init_std=config.cem_init_std, smoothing=config.cem_smoothing,
+    )
+
+
+def act(
+    params: Params,
+    obs: jax.Array,
+    key: jax.Array,
+    config: Config,
+    deterministic: bool = False,
+) -> jax.Array:
+    """The first action of a CEM plan from the belief filtered from one observation
+    (h = 0: no history, so no velocity — see the module docstring), plus exploration noise
+    unless ``deterministic``."""
+    plan_key, noise_key = jax.random.split(key)
+    belief = initial_belief(params.model, obs, config.min_std)
+    dim = params.low.shape[0]
+    unit = plan(params, belief, plan_key, jnp.zeros((config.horizon, dim)), config).actions[0]
+    if not deterministic:
+        unit = jnp.clip(unit + config.exploration_noise * jax.random.normal(noise_key,
+                                                                             unit.shape), -1, 1)
+    return _to_box(params, unit)
+
+
+# ----------------------------------------------------------------------------- step / train
+
+
+def _repeat_step(key, env, env_params, carry: rollout.EnvCarry, action, repeat: int):
+    """``repeat`` env steps with one action in every env; rewards summed; stops (holds the
+    post-reset state) once an episode ends. Returns the carry, the control-step
+    transition and the env steps taken per env."""
+
+    def one(c, k):
+        env_carry, reward, term, trunc, final_obs, ended, count, ret, length = c
+        new_carry, tr = rollout.env_step(k, env, env_params, env_carry, action)
+        keep = lambda new, old: jax.tree.map(  # noqa: E731
+            lambda n, o: jnp.where(ended.reshape((-1,) + (1,) * (n.ndim - 1)), o, n), new, old)
+        env_carry = keep(new_carry, env_carry)
+        reward = reward + jnp.where(ended, 0.0, tr.reward)
+        term = term | (~ended & tr.terminated)
+        trunc = trunc | (~ended & tr.truncated)
+        final_obs = keep(tr.next_obs, final_obs)
+        ret = keep(tr.episode_return, ret)
+        length = keep(tr.episode_length, length)
+        count = count + (~ended).astype(jnp.int32)
+        ended = ended | tr.done
+        return (env_carry, reward, term, trunc, final_obs, ended, count, ret, length), None
+
+    E = carry.obs.shape[0]
+    zeros_b = jnp.zeros(E, bool)
+    init = (carry, jnp.zeros(E), zeros_b, zeros_b, carry.obs, zeros_b,
+            jnp.zeros(E, jnp.int32), jnp.zeros(E), jnp.zeros(E, jnp.int32))
+    (new_carry, reward, term, trunc, final_obs, _, count, ret, length), _ = jax.lax.scan(
+        one, init, jax.random.split(key, repeat))
+    transition = rollout.Transition(
+        obs=carry.obs, action=action, reward=reward, next_obs=final_obs, terminated=term,
+        truncated=trunc, episode_return=ret, episode_length=length,
+    )
+    return new_carry, transition, count
+
+
+def step(
+    state: State, config: Config, env: Any, env_params: Any
+) -> tuple[State, dict[str, jax.Array]]:
+    """Collect ``rollout_steps`` control steps in each env (uniform until
+    ``learning_starts``, then CEM in latent space plus Gaussian noise), filtering the belief
+    after each; store them; then K ELBO updates on windows of ``sequence_length``."""
+    key, collect_key, sample_key = jax.random.split(state.key, 3)
+    params = state.learner.params
+    model = params.model
+
+    def control(carry, k):
+        env_carry, belief, last_plan, steps = carry
+        plan_key, noise_key, random_key, env_key = jax.random.split(k, 4)
+        E = env_carry.obs.shape[0]
+        plans = jax.vmap(lambda b, m, pk: plan(params, b, pk, m, config))(
+            belief, last_plan, jax.random.split(plan_key, E))
+        unit = plans.actions[:, 0]
+        unit = jnp.clip(unit + config.exploration_noise * jax.random.normal(noise_key,
+                                                                             unit.shape), -1, 1)
+        random = jax.random.uniform(random_key, unit.shape, minval=-1.0, maxval=1.0)
+        unit = jnp.where(steps < config.learning_starts, random, unit)
+        action = _to_box(params, unit)
+        env_carry, transition, count = _repeat_step(env_key, env, env_params, env_carry,
+                                                    action, config.action_repeat)
+        belief = jax.vmap(filter_step, in_axes=(None, 0, 0, 0, 0, None))(
+            model, belief, action, env_carry.obs, transition.done, config.min_std)
+        next_plan = jax.vmap(shooting.shift)(plans.actions)
+        next_plan = jnp.where(transition.done[:, None, None], 0.0, next_plan)
+        return (env_carry, belief, next_plan, steps + jnp.sum(count)), transition
+
+    (env_carry, belief, last_plan, env_steps), trajectory = jax.lax.scan(
+        control, (state.env, state.belief, state.plan, state.env_steps),
+        jax.random.split(collect_key, config.rollout_steps))
+    buffer = off_policy.store(state.buffer, trajectory)
+
+    def windows(k):
+        data, valid = replay.sample_sequences(
+            buffer, k, config.batch_size, config.sequence_length, stride=config.num_envs)
+        return Sequences(data, valid)
+
+    learner, learn_metrics = off_policy.updates_after_warmup(
+        env_steps >= config.learning_starts,
+        state.learner,
+        lambda learner, k: learn(learner, windows(k), config),
+        lambda: jax.random.split(sample_key, config.gradient_steps),
+    )
+    state = State(learner, buffer, env_carry, belief, last_plan, key, env_steps)
+    metrics = {**rollout.episode_metrics(trajectory), **learn_metrics, "env_steps": env_steps}
+    return state, metrics
+
+
+def train(
+    key: jax.Array, config: Config, env: Any, env_params: Any
+) -> tuple[State, dict[str, jax.Array]]:
+    """A whole run: ``init`` then ``lax.scan`` of ``step``; metrics stacked per iteration."""
+    state = init(key, config, env, env_params)
+    return jax.lax.scan(
+        lambda s, _: step(s, config, env, env_params), state, length=config.num_iterations
+    )

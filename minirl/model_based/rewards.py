@@ -1,0 +1,95 @@
+"""Known reward and termination functions of a transition (obs, action, next_obs), by env.
+
+Model-based planners that know the task's reward (PETS in its original form; Chua et al.,
+2018, "Deep reinforcement learning in a handful of trials using probabilistic dynamics
+models", app. "cost functions") learn only the dynamics and score imagined transitions with
+these. Each is gymnax's formula rewritten on observations, so on a real transition it returns
+exactly the env's reward (up to float rounding of recovering θ from (cos θ, sin θ)):
+
+``Pendulum-v1``  obs = (cos θ, sin θ, θ̇); with θ = atan2(sin θ, cos θ) ∈ (−π, π] (which
+    is already ``angle_normalize(θ)``) and u = clip(a, −max_torque, max_torque),
+        r = −(θ² + 0.1 θ̇² + 0.001 u²)
+    computed from the state *before* the step; never terminates.
+``MountainCarContinuous-v0``  obs = (x, v); with the goal reached at the next state,
+    g = [x' ≥ goal_position] · [v' ≥ goal_velocity],
+        r = −0.1 a² + 100 g          (the unclipped action, as gymnax does)
+    and the episode terminates when g.
+
+Signatures: ``reward(obs [d], action [m], next_obs [d], env_params) -> scalar`` and
+``terminated(obs, action, next_obs, env_params) -> bool`` (``None`` when the env never
+terminates); vmap them for batches. ``env_params`` is the real env's parameters (they hold
+max_torque, the goal, ...).
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..core.config import ConfigError
+
+RewardFn = Callable[[jax.Array, jax.Array, jax.Array, Any], jax.Array]
+DoneFn = Callable[[jax.Array, jax.Array, jax.Array, Any], jax.Array]
+
+
+def pendulum_reward(obs: jax.Array, action: jax.Array, next_obs: jax.Array,
+                    env_params: Any) -> jax.Array:
+    """−(θ² + 0.1 θ̇² + 0.001 u²), θ = atan2(sin, cos), u = clip(a, ±max_torque)."""
+    theta = jnp.arctan2(obs[..., 1], obs[..., 0])
+    theta_dot = obs[..., 2]
+    u = jnp.clip(jnp.reshape(action, (*obs.shape[:-1], -1))[..., 0],
+                 -env_params.max_torque, env_params.max_torque)
+    return -(jnp.square(theta) + 0.1 * jnp.square(theta_dot) + 0.001 * jnp.square(u))
+
+
+def _mountain_car_goal(next_obs: jax.Array, env_params: Any) -> jax.Array:
+    return (next_obs[..., 0] >= env_params.goal_position) & (
+        next_obs[..., 1] >= env_params.goal_velocity)
+
+
+def mountain_car_reward(obs: jax.Array, action: jax.Array, next_obs: jax.Array,
+                        env_params: Any) -> jax.Array:
+    """−0.1 a² + 100 [goal reached at next_obs]."""
+    a = jnp.reshape(action, (*obs.shape[:-1], -1))[..., 0]
+    return -0.1 * jnp.square(a) + 100.0 * _mountain_car_goal(next_obs, env_params)
+
+
+def mountain_car_terminated(obs: jax.Array, action: jax.Array, next_obs: jax.Array,
+                            env_params: Any) -> jax.Array:
+    """x' ≥ goal_position and v' ≥ goal_velocity."""
+    return _mountain_car_goal(next_obs, env_params)
+
+
+class Known(NamedTuple):
+    reward: RewardFn
+    terminated: DoneFn | None  # None: the env never terminates
+
+
+KNOWN: dict[str, Known] = {
+    "Pendulum-v1": Known(pendulum_reward, None),
+    "MountainCarContinuous-v0": Known(mountain_car_reward, mountain_car_terminated),
+}
+"""env name → its known reward and termination functions."""
+
+
+def env_name(env: Any) -> str:
+    return getattr(env, "name", type(env).__name__)
+
+
+def known(env: Any) -> Known:
+    """The known functions of ``env`` (by its ``name``), or :class:`ConfigError` listing the
+    envs that have them."""
+    name = env_name(env)
+    if name not in KNOWN:
+        raise ConfigError(
+            f"env={name!r} has no known reward function; use reward='learned' or one of: "
+            + ", ".join(KNOWN)
+        )
+    return KNOWN[name]
+
+
+def never_terminated(obs: jax.Array, action: jax.Array, next_obs: jax.Array,
+                     env_params: Any) -> jax.Array:
+    """False (an env without terminal states)."""
+    return jnp.zeros(obs.shape[:-1], bool)

@@ -1,0 +1,32 @@
+"""Learning test for PlaNet on pixel Pendulum-v1 (``envs.make("Pendulum-v1-pixels")``:
+16×16 grayscale images, what ``minirl train planet --env Pendulum-v1-pixels`` trains on):
+median over 4 seeds (one jitted program, seeds vmapped) of the final
+return — the mean return of the training episodes completed in the last 10% of the env
+steps, exploration noise included — with the configuration the CLI uses (defaults + the
+documented preset). A random policy scores about −1200; we ask ≥ −700 after 10k env steps
+(the issue's goal is −400, not reached at this size on a CPU budget).
+
+Measured with the preset (4 seeds, 2 CPU cores shared with other jobs): first seed 0 (this
+test) median −510.4 [−381.7, −657.7, −479.2, −541.5], 214 s wall (275 s CPU); first seed 2
+(tuning) median −528.6 [−606.7, −450.5, −431.2, −610.1], 325 s; first seed 1000 median
+−527.7 [−622.4, −700.8, −433.0, −411.4], 261 s. With learning_rate 1e-3
+instead of 2e-3 the medians were −686 (first seed 0) and −712 (first seeds 1, 1000).
+"""
+
+import numpy as np
+import pytest
+
+from minirl import envs
+from minirl.model_based import planet
+from tests.algos.learning import train_seeds
+
+pytestmark = [pytest.mark.learning, pytest.mark.timeout(1800)]
+
+
+def test_planet_learns_pixel_pendulum():
+    env, env_params = envs.make("Pendulum-v1-pixels")
+    assert env == planet.make_env("Pendulum-v1")[0]
+    config = planet.Config(**planet.preset("Pendulum-v1-pixels"))
+    finals = train_seeds(planet, config, env, env_params)
+    print(f"planet pixel Pendulum-v1 {config.total_steps}: final returns {np.round(finals, 1)}")
+    assert np.median(finals) >= -700.0, finals
