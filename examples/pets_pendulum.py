@@ -3,7 +3,7 @@ probabilistic ensemble, trajectory sampling, CEM) against the plain MBRL loop (o
 deterministic network), 4 seeds each in one compiled program, then an MPC episode planned
 through seed 0's learned model.
 
-    python examples/pets_pendulum.py      # about 5-10 minutes on 2 CPU cores
+    python examples/pets_pendulum.py      # about 2.5 minutes on 2 CPU cores
 
 SAC needs about 20,000 steps for the same returns (benchmarks/bench_model_based.py).
 """
