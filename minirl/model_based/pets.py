@@ -42,6 +42,7 @@ alone: its parameters hold the model (with its normalisers), the action bounds a
 real env's parameters that the known reward reads.
 """
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -198,28 +199,18 @@ class State(eqx.Module):
     env_steps: jax.Array  # int32
 
 
-def _size(shape) -> int:
-    size = 1
-    for dim in shape:
-        size *= dim
-    return size
-
-
 def init(key: jax.Array, config: Config, env: Any, env_params: Any) -> State:
     """A fresh run: a model, its optimiser, an empty buffer, a reset env, a flat plan."""
     rollout.require_action_kind(env, env_params, ACTION_KIND, "pets")
-    if config.reward == "known":
-        known = rewards.known(env)
-        reward_fn, done_fn = known.reward, known.terminated or rewards.never_terminated
-    else:
-        known = rewards.KNOWN.get(rewards.env_name(env))
-        reward_fn = None
-        done_fn = known.terminated if known is not None and known.terminated else (
-            rewards.never_terminated)
+    # rewards.known raises ConfigError for an env without a known reward
+    known = rewards.known(env) if config.reward == "known" else rewards.KNOWN.get(
+        rewards.env_name(env))
+    reward_fn = known.reward if config.reward == "known" else None  # None: the learned head
+    done_fn = (known.terminated if known is not None else None) or rewards.never_terminated
     obs_shape = rollout.observation_shape(env, env_params)
     if len(obs_shape) != 1:
         raise ConfigError(f"env observation shape {obs_shape}: pets needs vector observations")
-    action_dim = _size(rollout.action_shape(env, env_params))
+    action_dim = math.prod(rollout.action_shape(env, env_params))
     low, high = rollout.action_bounds(env, env_params)
     low, high = low.reshape(-1), high.reshape(-1)
     model_key, env_key, learn_key, key = jax.random.split(key, 4)

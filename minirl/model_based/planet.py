@@ -60,6 +60,7 @@ import optax
 from ..core import buffer as replay
 from ..core import nets, off_policy, rollout
 from ..core.config import ConfigError, check_choice, check_positive_int, check_range
+from ..core.distributions import Normal
 from ..core.optim import adam_with_clipping
 from ..planning import shooting
 
@@ -192,10 +193,8 @@ def make_env(env_id: str = "Pendulum-v1", size: int = PIXEL_SIZE, **params: Any)
 
 def gaussian_kl(mean_q, std_q, mean_p, std_p) -> jax.Array:
     """KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) of diagonal Gaussians, summed over the last axis:
-    Σ [log σ_p/σ_q + (σ_q² + (μ_q − μ_p)²)/(2σ_p²) − ½]."""
-    kl = (jnp.log(std_p / std_q) + (std_q**2 + (mean_q - mean_p) ** 2) / (2.0 * std_p**2)
-          - 0.5)
-    return jnp.sum(kl, axis=-1)
+    Σ [log σ_p/σ_q + (σ_q² + (μ_q − μ_p)²)/(2σ_p²) − ½] (``core.distributions.Normal``)."""
+    return Normal(mean_q, jnp.log(std_q)).kl(Normal(mean_p, jnp.log(std_p)))
 
 
 def free_nats_kl(kl: jax.Array, free_nats: float | jax.Array) -> jax.Array:
@@ -205,9 +204,8 @@ def free_nats_kl(kl: jax.Array, free_nats: float | jax.Array) -> jax.Array:
 
 
 def gaussian_log_prob(x, mean, std) -> jax.Array:
-    """log N(x; μ, σ² I) summed over the last axis."""
-    z = (x - mean) / std
-    return jnp.sum(-0.5 * z**2 - jnp.log(std) - 0.5 * jnp.log(2.0 * jnp.pi), axis=-1)
+    """log N(x; μ, σ² I) summed over the last axis (``core.distributions.Normal``)."""
+    return Normal(mean, jnp.log(std)).log_prob(x)
 
 
 class Belief(eqx.Module):
@@ -507,6 +505,13 @@ def plan(params: Params, belief: Belief, key, init_mean, config: Config) -> shoo
     )
 
 
+def explore(key: jax.Array, unit: jax.Array, config: Config) -> jax.Array:
+    """A unit-box action plus Gaussian noise of std ``exploration_noise``, clipped to the
+    box."""
+    noise = config.exploration_noise * jax.random.normal(key, unit.shape)
+    return jnp.clip(unit + noise, -1, 1)
+
+
 def act(
     params: Params,
     obs: jax.Array,
@@ -522,8 +527,7 @@ def act(
     dim = params.low.shape[0]
     unit = plan(params, belief, plan_key, jnp.zeros((config.horizon, dim)), config).actions[0]
     if not deterministic:
-        unit = jnp.clip(unit + config.exploration_noise * jax.random.normal(noise_key,
-                                                                             unit.shape), -1, 1)
+        unit = explore(noise_key, unit, config)
     return _to_box(params, unit)
 
 
@@ -580,9 +584,7 @@ def step(
         E = env_carry.obs.shape[0]
         plans = jax.vmap(lambda b, m, pk: plan(params, b, pk, m, config))(
             belief, last_plan, jax.random.split(plan_key, E))
-        unit = plans.actions[:, 0]
-        unit = jnp.clip(unit + config.exploration_noise * jax.random.normal(noise_key,
-                                                                             unit.shape), -1, 1)
+        unit = explore(noise_key, plans.actions[:, 0], config)
         random = jax.random.uniform(random_key, unit.shape, minval=-1.0, maxval=1.0)
         unit = jnp.where(steps < config.learning_starts, random, unit)
         action = _to_box(params, unit)
