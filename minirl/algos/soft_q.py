@@ -16,6 +16,20 @@ max and greedy policy. The temperature α may anneal geometrically from ``alpha_
 ``alpha_end`` over a fraction of the updates (read off the learner's update counter, so the
 target and the behaviour use the same α); with equal ends it is the fixed α of the papers.
 
+N-step returns (``n_step`` = N > 1) unroll the soft Bellman equation along a stored window
+of one environment's steps k = 0 … N−1, replacing the expectation over a' ~ π in
+V(s') = E_π[Q(s', a') − α log π(a'|s')] by the stored action a_{k+1}:
+
+    G_k = r_k + d_k [ G_{k+1} − α log π(a_{k+1}|s_{k+1}) ],    G_{N−1} = r_{N−1} + d_{N−1} V(s_N)
+
+with d_k = γ(1 − terminated_k) and π the policy V weighs (below). The window stops, and
+bootstraps from V(s_{k+1}), at an episode end and at the newest item in the buffer. With
+on-policy actions, E[G_0] = (T^π)^N Q_θ̄ (s_0, a_0) for the soft policy-evaluation operator
+T^π Q(s, a) = r + γ E_s' Σ_a' π(a'|s') [Q(s', a') − α log π(a'|s')] (Haarnoja et al., 2018,
+eq. 2); replayed actions come from older Boltzmann policies, so, like DQN's uncorrected
+N-step return (Hessel et al., 2018, "Rainbow"), it leans towards the behaviour policy's
+value, less so as α and the replay age shrink. N = 1 is the one-step target above.
+
 Episode ends follow gymnax 1.x: only ``terminated`` cuts the bootstrap; a truncated step
 bootstraps from the soft value of the final observation (stored as ``next_obs``).
 
@@ -31,7 +45,7 @@ import jax.numpy as jnp
 import optax
 
 from ..core import buffer as replay
-from ..core import exploration, losses, nets, off_policy, rollout
+from ..core import exploration, losses, nets, off_policy, returns, rollout
 from ..core.config import ConfigError, check_choice, check_positive_int, check_range
 from ..core.optim import adam_with_clipping, hard_target_update, polyak_update, set_learning_rate
 
@@ -55,6 +69,7 @@ class Config(eqx.Module):
     loss: str = eqx.field(static=True, default="huber")  # "huber" | "squared"
     target_update: str = eqx.field(static=True, default="hard")  # "hard" | "polyak"
     double_q: bool = eqx.field(static=True, default=False)  # online π weighs target Q (below)
+    n_step: int = eqx.field(static=True, default=1)  # length N of the return window
 
     learning_rate: float = 5e-4  # Adam step size at the start
     learning_rate_end_factor: float = 1.0  # lr anneals linearly to lr × this at the end
@@ -70,7 +85,7 @@ class Config(eqx.Module):
 
     def __check_init__(self) -> None:
         for name in ("total_steps", "num_envs", "rollout_steps", "gradient_steps",
-                     "buffer_size", "batch_size"):
+                     "buffer_size", "batch_size", "n_step"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("learning_starts", self.learning_starts, minimum=0)
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
@@ -154,6 +169,14 @@ class Learner(eqx.Module):
     target_params: eqx.Module  # target network θ̄
     opt_state: optax.OptState
     updates: jax.Array  # int32: gradient updates done so far (drives α and the lr)
+
+
+class Batch(eqx.Module):
+    """N-step windows: ``transitions`` leaves ``[B, N, ...]`` (consecutive steps of one
+    environment), ``valid`` ``[B, N]`` (False for window items past the newest one written)."""
+
+    transitions: rollout.Transition
+    valid: jax.Array
 
 
 class State(eqx.Module):
@@ -240,6 +263,30 @@ def temperature(updates: jax.Array, config: Config) -> jax.Array:
     )
 
 
+def q_values(params: eqx.Module, obs: jax.Array, batch_dims: int = 1) -> jax.Array:
+    """Q-values ``[..., A]`` for observations with ``batch_dims`` leading batch axes."""
+    q_fn = params
+    for _ in range(batch_dims):
+        q_fn = jax.vmap(q_fn)
+    return q_fn(obs)
+
+
+def next_soft_values(
+    params: eqx.Module, target_params: eqx.Module, next_obs: jax.Array, alpha: jax.Array,
+    config: Config, batch_dims: int = 1,
+) -> tuple[jax.Array, jax.Array]:
+    """V(s') ``[...]`` (see :func:`soft_targets`) and log π(·|s') ``[..., A]`` of the policy it
+    weighs: softmax(Q_θ̄/α), or with ``double_q`` softmax(Q_θ/α)."""
+    next_q = q_values(target_params, next_obs, batch_dims)
+    if config.double_q:
+        log_policy = jax.nn.log_softmax(q_values(params, next_obs, batch_dims) / alpha, axis=-1)
+        value = losses.policy_soft_value(jnp.exp(log_policy), log_policy, next_q, alpha)
+    else:
+        log_policy = jax.nn.log_softmax(next_q / alpha, axis=-1)
+        value = losses.soft_value(next_q, alpha)
+    return value, log_policy
+
+
 def soft_targets(
     params: eqx.Module, target_params: eqx.Module, batch: rollout.Transition,
     alpha: jax.Array, config: Config,
@@ -253,26 +300,49 @@ def soft_targets(
     the soft form of double Q-learning's decoupling of the action choice from its evaluation
     (van Hasselt et al., 2016). Since the log-sum-exp is the maximum of E_π[Q_θ̄] + αH(π) over
     π, the double target never exceeds the plain one, and equals it when θ = θ̄."""
-    next_q = jax.vmap(target_params)(batch.next_obs)  # [B, A]
-    if config.double_q:
-        online_q = jax.vmap(params)(batch.next_obs) / alpha
-        next_value = losses.policy_soft_value(
-            jax.nn.softmax(online_q, axis=-1), jax.nn.log_softmax(online_q, axis=-1), next_q,
-            alpha)
-    else:
-        next_value = losses.soft_value(next_q, alpha)
+    next_value, _ = next_soft_values(params, target_params, batch.next_obs, alpha, config)
     targets = losses.bellman_target(batch.reward, batch.terminated, next_value, config.gamma)
     return jax.lax.stop_gradient(targets)
 
 
+def n_step_soft_targets(
+    params: eqx.Module, target_params: eqx.Module, batch: Batch, alpha: jax.Array,
+    config: Config,
+) -> jax.Array:
+    """The soft N-step targets G_0 of a batch of windows (module docstring), ``[B]``."""
+    tr = batch.transitions
+    values, log_policy = next_soft_values(  # V(s_{k+1}) [B, N], log π(·|s_{k+1}) [B, N, A]
+        params, target_params, tr.next_obs, alpha, config, batch_dims=2)
+    dtype = tr.reward.dtype
+    discounts = config.gamma * (1.0 - tr.terminated.astype(dtype))
+    # Continuing from step k to k+1 needs step k+1 in the buffer and no episode end at k;
+    # then s_{k+1} = next_obs[k], where a_{k+1} was taken.
+    continues = (batch.valid[:, 1:] & ~tr.done[:, :-1]).astype(dtype)  # [B, N-1]
+    log_pi_taken = jnp.take_along_axis(
+        log_policy[:, :-1], tr.action[:, 1:, None].astype(jnp.int32), -1)[..., 0]
+    # off_policy_n_step_return's G_k = r_k + d_k [v_k + c_k (G_{k+1} − q_k)] with c_k = 1 and
+    # q_k = v_k + α log π(a_{k+1}|s_{k+1}) is the sampled soft return above.
+    pad = jnp.zeros_like(tr.reward[:, :1])
+    targets = jax.vmap(returns.off_policy_n_step_return)(
+        tr.reward,
+        discounts,
+        values,
+        jnp.concatenate([values[:, :-1] + alpha * log_pi_taken, pad], axis=1),
+        jnp.concatenate([continues, pad], axis=1),
+    )
+    return jax.lax.stop_gradient(targets)
+
+
 def loss_fn(
-    params: eqx.Module, target_params: eqx.Module, batch: rollout.Transition,
-    alpha: jax.Array, config: Config,
+    params: eqx.Module, target_params: eqx.Module, batch: Batch, alpha: jax.Array,
+    config: Config,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean TD loss against the soft target, and diagnostics."""
-    targets = soft_targets(params, target_params, batch, alpha, config)
-    q_all = jax.vmap(params)(batch.obs)
-    q_taken = jnp.take_along_axis(q_all, batch.action[:, None].astype(jnp.int32), -1)[:, 0]
+    """Mean TD loss of the first step of each window against its soft target, and
+    diagnostics."""
+    targets = n_step_soft_targets(params, target_params, batch, alpha, config)
+    first = jax.tree.map(lambda x: x[:, 0], batch.transitions)
+    q_all = q_values(params, first.obs)
+    q_taken = jnp.take_along_axis(q_all, first.action[:, None].astype(jnp.int32), -1)[:, 0]
     td_error = targets - q_taken
     loss = jnp.mean(losses.td_loss(td_error, config.loss, config.huber_delta))
     return loss, {"q_mean": jnp.mean(q_taken), "td_abs": jnp.mean(jnp.abs(td_error)),
@@ -289,10 +359,10 @@ def boltzmann_entropy(q: jax.Array, alpha: jax.Array) -> jax.Array:
 
 
 def learn(
-    learner: Learner, batch: rollout.Transition, config: Config
+    learner: Learner, batch: Batch, config: Config
 ) -> tuple[Learner, dict[str, jax.Array]]:
-    """One Adam step on a batch of transitions (leaves ``[B, ...]``), then the target update.
-    Pure; needs no env."""
+    """One Adam step on a batch of windows (leaves ``[B, N, ...]``; N = 1: transitions), then
+    the target update. Pure; needs no env."""
     learning_rate = config.learning_rate * exploration.linear_schedule(
         learner.updates, 1.0, config.learning_rate_end_factor, config.num_updates
     )
@@ -318,11 +388,25 @@ def learn(
 # ----------------------------------------------------------------------------- step / train
 
 
+def sample_batches(buffer: replay.ReplayBuffer, key: jax.Array, config: Config) -> Batch:
+    """K = ``gradient_steps`` batches of ``batch_size`` windows of ``n_step`` consecutive steps
+    of one environment, drawn in one sample: leaves ``[K, B, N, ...]``."""
+    count = config.gradient_steps * config.batch_size
+    windows, valid = replay.sample_sequences(
+        buffer, key, count, config.n_step, stride=config.num_envs
+    )
+
+    def split(x: jax.Array) -> jax.Array:
+        return x.reshape(config.gradient_steps, config.batch_size, *x.shape[1:])
+
+    return Batch(jax.tree.map(split, windows), split(valid))
+
+
 def step(
     state: State, config: Config, env: Any, env_params: Any
 ) -> tuple[State, dict[str, jax.Array]]:
     """Collect ``num_envs × rollout_steps`` env steps with the Boltzmann policy at the
-    current α, store them, then K updates on minibatches drawn once for all K."""
+    current α, store them, then K updates on batches of windows drawn once for all K."""
     key, collect_key, sample_key = jax.random.split(state.key, 3)
     params = state.learner.params
     alpha = temperature(state.learner.updates, config)
@@ -342,8 +426,7 @@ def step(
         env_steps >= config.learning_starts,
         state.learner,
         lambda learner, batch: learn(learner, batch, config),
-        lambda: off_policy.minibatches(buffer, sample_key, config.gradient_steps,
-                                       config.batch_size),
+        lambda: sample_batches(buffer, sample_key, config),
     )
     state = State(learner, buffer, env_carry, key, env_steps)
     metrics = {**rollout.episode_metrics(trajectory), **learn_metrics, "env_steps": env_steps}

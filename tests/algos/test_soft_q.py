@@ -218,6 +218,109 @@ def test_double_soft_target_is_below_the_plain_one_and_equal_for_equal_networks(
         # reaches it to the grid's resolution
 
 
+# ----------------------------------------------------------------------------- N-step
+# The soft N-step target against N applications of the dense soft policy-evaluation operator
+# T^π Q(s, a) = R(s, a) + γ Σ_s' P(s'|s, a)(1 − T(s, a, s')) Σ_a' π(a'|s')[Q(s', a') − α log π],
+# by exact enumeration of every window of a random MDP whose actions are drawn from π.
+
+
+def soft_policy_evaluation(q, pi, alpha, gamma, P, R, terminal):
+    value = np.sum(pi * (q - alpha * np.log(pi)), axis=1)  # [S]
+    return R + gamma * np.einsum("sat,sat,t->sa", P, 1.0 - terminal, value)
+
+
+def every_window(P, R, terminal, pi, n):
+    """Every window (s_0, a_0, …, s_N) of the MDP with a_k ~ π for k ≥ 1, stacked as a
+    soft_q.Batch, and its probability given (s_0, a_0)."""
+    S, A = R.shape
+    windows, probs = [], []
+    for s0, a0 in itertools.product(range(S), range(A)):
+        for rest in itertools.product(*([range(S), range(A)] * (n - 1) + [range(S)])):
+            states = [s0, *rest[0::2]]
+            actions = [a0, *rest[1::2]]
+            prob = 1.0
+            for k in range(n):
+                prob *= P[states[k], actions[k], states[k + 1]]
+                if k + 1 < n:
+                    prob *= pi[states[k + 1], actions[k + 1]]
+            windows.append((states, actions))
+            probs.append(prob)
+    states = np.array([w[0] for w in windows])  # [W, N+1]
+    actions = np.array([w[1] for w in windows])  # [W, N]
+    s, s_next = states[:, :-1], states[:, 1:]
+    batch = soft_q.Batch(
+        transitions=rollout.Transition(
+            obs=jnp.asarray(s[..., None]), action=jnp.asarray(actions),
+            reward=jnp.asarray(R[s, actions]), next_obs=jnp.asarray(s_next[..., None]),
+            terminated=jnp.asarray(terminal[s, actions, s_next]),
+            truncated=jnp.zeros(s.shape, bool),
+        ),
+        valid=jnp.ones(s.shape, bool),
+    )
+    return batch, np.array(probs).reshape(S, A, -1)
+
+
+def boltzmann(q, alpha):
+    logits = q / alpha
+    pi = np.exp(logits - logits.max(1, keepdims=True))
+    return pi / pi.sum(1, keepdims=True)
+
+
+@settings(max_examples=20)
+@given(SEEDS, st.sampled_from([1, 2, 3]), st.floats(0.05, 0.99), st.floats(0.1, 5.0),
+       st.booleans())
+@in_x64
+def test_n_step_soft_target_is_n_soft_policy_evaluations_in_expectation(
+    seed, n, gamma, alpha, double_q
+):
+    """E_π[G_0] = (T^π)^N Q_θ̄ (s_0, a_0) with π = softmax(Q_sel/α), Q_sel the target network
+    (soft Q) or the online one (double soft Q)."""
+    rng, P, R, terminal = random_mdp(seed, 3, 2)
+    target, online = rng.normal(size=(3, 2)) * 2, rng.normal(size=(3, 2)) * 2
+    pi = boltzmann(online if double_q else target, alpha)
+    batch, probs = every_window(P, R, terminal, pi, n)
+    config = small_config(gamma=gamma, n_step=n, double_q=double_q)
+    targets = np.asarray(soft_q.n_step_soft_targets(
+        TableQ(jnp.asarray(online)), TableQ(jnp.asarray(target)), batch, alpha, config))
+    expected_targets = np.sum(probs * targets.reshape(probs.shape), axis=-1)
+    reference = target
+    for _ in range(n):
+        reference = soft_policy_evaluation(reference, pi, alpha, gamma, P, R, terminal)
+    np.testing.assert_allclose(np.sum(probs, -1), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(expected_targets, reference, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("double_q", [False, True])
+def test_a_window_stops_at_episode_ends_and_at_the_newest_item(double_q):
+    """A window that ends after its first step (termination, truncation, or a second item not
+    yet written) has the one-step target of its first transition, whatever follows."""
+    rng = np.random.default_rng(0)
+    online, target = TableQ(jnp.asarray(rng.normal(size=(4, 3)))), TableQ(
+        jnp.asarray(rng.normal(size=(4, 3))))
+    B, N = 4, 3
+    transitions = rollout.Transition(
+        obs=jnp.asarray(rng.integers(0, 4, (B, N, 1))), action=jnp.asarray(
+            rng.integers(0, 3, (B, N))), reward=jnp.asarray(rng.normal(size=(B, N))),
+        next_obs=jnp.asarray(rng.integers(0, 4, (B, N, 1))),
+        terminated=jnp.array([[True, False, False], [False] * 3, [False] * 3, [False] * 3]),
+        truncated=jnp.array([[False] * 3, [True, False, False], [False] * 3, [False] * 3]),
+    )
+    valid = jnp.array([[True] * 3, [True] * 3, [True, False, False], [True] * 3])
+    config = small_config(gamma=0.9, n_step=N, double_q=double_q)
+    windows = soft_q.n_step_soft_targets(online, target, soft_q.Batch(transitions, valid), 0.7,
+                                         config)
+    first = jax.tree.map(lambda x: x[:, 0], transitions)
+    one_step = soft_q.soft_targets(online, target, first, 0.7, config)
+    np.testing.assert_allclose(windows[:3], one_step[:3], rtol=1e-6)
+    assert not np.isclose(windows[3], one_step[3])  # the full window does continue
+    # and a window of one step is the one-step target
+    ones = soft_q.Batch(jax.tree.map(lambda x: x[:, :1], transitions), valid[:, :1])
+    np.testing.assert_allclose(
+        soft_q.n_step_soft_targets(online, target, ones, 0.7, small_config(gamma=0.9,
+                                                                           double_q=double_q)),
+        one_step, rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- contract
 
 TRACES = []
@@ -243,7 +346,8 @@ def test_same_key_same_bits_and_jit_equals_eager():
     for x, y in zip(arrays(a), arrays(b), strict=True):
         np.testing.assert_array_equal(x, y)
     state = a[0]
-    batch = jax.tree.map(lambda x: x[:16], state.buffer.data)
+    batch = jax.tree.map(lambda x: x[0, :16], soft_q.sample_batches(
+        state.buffer, jax.random.PRNGKey(0), config))
     jitted, jm = jax.jit(soft_q.learn)(state.learner, batch, config)
     with jax.disable_jit():
         eager, em = soft_q.learn(state.learner, batch, config)
@@ -317,6 +421,7 @@ def test_a_network_with_the_wrong_output_is_refused():
         (dict(target_update="soft"), "target_update"),
         (dict(loss="l1"), "loss"),
         (dict(hidden=()), "hidden"),
+        (dict(n_step=0), "n_step"),
         (dict(learning_rate=np.array([1e-3, -1.0])), "learning_rate"),
     ],
 )
