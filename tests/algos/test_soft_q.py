@@ -313,6 +313,12 @@ def test_a_window_stops_at_episode_ends_and_at_the_newest_item(double_q):
     one_step = soft_q.soft_targets(online, target, first, 0.7, config)
     np.testing.assert_allclose(windows[:3], one_step[:3], rtol=1e-6)
     assert not np.isclose(windows[3], one_step[3])  # the full window does continue
+    # a replayed action enters only through its reward and next state: the entropy bonus is
+    # the exact αH(π), not −α log π of the stored action (which π may almost never take)
+    other = transitions.action.at[:, 1:].set((transitions.action[:, 1:] + 1) % 3)
+    relabelled = soft_q.Batch(eqx.tree_at(lambda t: t.action, transitions, other), valid)
+    np.testing.assert_allclose(
+        soft_q.n_step_soft_targets(online, target, relabelled, 0.7, config), windows, rtol=1e-6)
     # and a window of one step is the one-step target
     ones = soft_q.Batch(jax.tree.map(lambda x: x[:, :1], transitions), valid[:, :1])
     np.testing.assert_allclose(
