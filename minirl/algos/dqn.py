@@ -177,7 +177,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # learning rate to 0 with ε → 0.01 stops late collapses; tuned on seeds other than the
     # learning test's (8 variants × 4 seeds at 100k steps: all 8 medians ≥ 497). Tuned for
     # double DQN (the default); plain DQN (double_q=False) is steadier at learning_rate=2.5e-4
-    # (1 late collapse in 40 seeds against 5 in 28 at 5e-4; tests/algos/test_learning.py).
+    # (1 of 32 seeds below 475 against 5 of 24 at 5e-4; tests/algos/test_learning.py).
     "CartPole-v1": dict(n_step=3, learning_rate_end_factor=0.0, epsilon_end=0.01),
     "Acrobot-v1": dict(learning_rate_end_factor=0.0),
     "MountainCar-v0": dict(
