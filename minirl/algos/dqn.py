@@ -304,14 +304,6 @@ def init(
 # ----------------------------------------------------------------------------- the target
 
 
-def q_values(params: eqx.Module, obs: jax.Array, batch_dims: int = 1) -> jax.Array:
-    """Q-values ``[..., A]`` for observations with ``batch_dims`` leading batch axes."""
-    q_fn = params
-    for _ in range(batch_dims):
-        q_fn = jax.vmap(q_fn)
-    return q_fn(obs)
-
-
 def target_policy(q_select: jax.Array, config: Config) -> jax.Array:
     """π(·|s) ``[..., A]``: ε_π-greedy in the selector network's Q-values."""
     return exploration.epsilon_greedy_probs(q_select, config.target_epsilon)
@@ -322,8 +314,8 @@ def n_step_targets(
 ) -> jax.Array:
     """The off-policy N-step targets G_0 of a batch of windows (module docstring), ``[B]``."""
     tr = batch.transitions
-    q_target = q_values(target_params, tr.next_obs, 2)  # Q_θ̄(s_{k+1}, ·)  [B, N, A]
-    q_select = q_values(params, tr.next_obs, 2) if config.double_q else q_target
+    q_target = nets.apply_batched(target_params, tr.next_obs, 2)  # Q_θ̄(s_{k+1}, ·)  [B, N, A]
+    q_select = nets.apply_batched(params, tr.next_obs, 2) if config.double_q else q_target
     pi = target_policy(q_select, config)
     next_values = jnp.sum(pi * q_target, axis=-1)  # V̄(s_{k+1})  [B, N]
     dtype = tr.reward.dtype
@@ -361,7 +353,7 @@ def loss_fn(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean TD loss of the first step of each window, and diagnostics."""
     targets = n_step_targets(params, target_params, batch, config)
-    q_all = q_values(params, batch.transitions.obs[:, 0])
+    q_all = nets.apply_batched(params, batch.transitions.obs[:, 0])
     q_taken = jnp.take_along_axis(q_all, batch.transitions.action[:, 0, None], -1)[:, 0]
     td_error = targets - q_taken
     loss = jnp.mean(losses.td_loss(td_error, config.loss, config.huber_delta))
@@ -433,7 +425,7 @@ def step(
 
     def policy(key: jax.Array, obs: jax.Array):
         keys = jax.random.split(key, obs.shape[0])
-        q = q_values(params, obs)
+        q = nets.apply_batched(params, obs)
         return jax.vmap(_explore, in_axes=(0, 0, None, None))(keys, q, parameter, config)
 
     env_carry, trajectory = rollout.collect(

@@ -269,23 +269,16 @@ def temperature(updates: jax.Array, config: Config) -> jax.Array:
     )
 
 
-def q_values(params: eqx.Module, obs: jax.Array, batch_dims: int = 1) -> jax.Array:
-    """Q-values ``[..., A]`` for observations with ``batch_dims`` leading batch axes."""
-    q_fn = params
-    for _ in range(batch_dims):
-        q_fn = jax.vmap(q_fn)
-    return q_fn(obs)
-
-
 def next_soft_values(
     params: eqx.Module, target_params: eqx.Module, next_obs: jax.Array, alpha: jax.Array,
     config: Config, batch_dims: int = 1,
 ) -> tuple[jax.Array, jax.Array]:
     """V(s') ``[...]`` (see :func:`soft_targets`) and log π(·|s') ``[..., A]`` of the policy it
     weighs: softmax(Q_θ̄/α), or with ``double_q`` softmax(Q_θ/α)."""
-    next_q = q_values(target_params, next_obs, batch_dims)
+    next_q = nets.apply_batched(target_params, next_obs, batch_dims)
     if config.double_q:
-        log_policy = jax.nn.log_softmax(q_values(params, next_obs, batch_dims) / alpha, axis=-1)
+        online_q = nets.apply_batched(params, next_obs, batch_dims)
+        log_policy = jax.nn.log_softmax(online_q / alpha, axis=-1)
         value = losses.policy_soft_value(jnp.exp(log_policy), log_policy, next_q, alpha)
     else:
         log_policy = jax.nn.log_softmax(next_q / alpha, axis=-1)
@@ -306,9 +299,10 @@ def soft_targets(
     the soft form of double Q-learning's decoupling of the action choice from its evaluation
     (van Hasselt et al., 2016). Since the log-sum-exp is the maximum of E_π[Q_θ̄] + αH(π) over
     π, the double target never exceeds the plain one, and equals it when θ = θ̄."""
-    next_value, _ = next_soft_values(params, target_params, batch.next_obs, alpha, config)
-    targets = losses.bellman_target(batch.reward, batch.terminated, next_value, config.gamma)
-    return jax.lax.stop_gradient(targets)
+    windows = jax.tree.map(lambda x: x[:, None], batch)
+    valid = jnp.ones((batch.reward.shape[0], 1), bool)
+    # The N = 1 case of n_step_soft_targets, which learn uses: one code path for both.
+    return n_step_soft_targets(params, target_params, Batch(windows, valid), alpha, config)
 
 
 def n_step_soft_targets(
@@ -346,7 +340,7 @@ def loss_fn(
     diagnostics."""
     targets = n_step_soft_targets(params, target_params, batch, alpha, config)
     first = jax.tree.map(lambda x: x[:, 0], batch.transitions)
-    q_all = q_values(params, first.obs)
+    q_all = nets.apply_batched(params, first.obs)
     q_taken = jnp.take_along_axis(q_all, first.action[:, None].astype(jnp.int32), -1)[:, 0]
     td_error = targets - q_taken
     loss = jnp.mean(losses.td_loss(td_error, config.loss, config.huber_delta))

@@ -96,6 +96,14 @@ def make_network(
     raise ValueError(f"network={kind!r} is not allowed; choose one of 'auto', 'mlp', 'cnn'")
 
 
+def apply_batched(network: Callable, x: jax.Array, batch_dims: int = 1) -> jax.Array:
+    """``network`` (defined on one input) applied over ``batch_dims`` leading batch axes."""
+    fn = network
+    for _ in range(batch_dims):
+        fn = jax.vmap(fn)
+    return fn(x)
+
+
 def ensemble(make: Callable[[jax.Array], eqx.Module], key: jax.Array, size: int) -> eqx.Module:
     """``size`` independently initialised members stacked on a leading axis.
 
