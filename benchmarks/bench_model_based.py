@@ -34,6 +34,9 @@ from minirl import envs
 from minirl.algos import sac
 from minirl.model_based import dynamics, pets
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results import timeit, update_section  # noqa: E402  (benchmarks/results.py)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET = -200.0
 WINDOW = 5
@@ -112,16 +115,6 @@ def plot(curves: dict, path: str) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-def timeit(fn, *args, repeats: int = 5) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def bench_model_fit(member_counts, hidden, updates: int, batch: int):
@@ -224,9 +217,6 @@ def main() -> None:
             handle.write(text)
         plot(curves, os.path.join(out_dir, "model_based_curve.png"))
     else:
-        sys.path.insert(0, HERE)
-        from results import update_section
-
         written = update_section("model_based", text)
         plot(curves, os.path.join(HERE, "model_based_curve.png"))
         with open(os.path.join(HERE, "RESULTS_model_based.json"), "w") as handle:

@@ -18,7 +18,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -27,15 +26,8 @@ import numpy as np
 from minirl import envs
 from minirl.planning import lqr, mcts, mpc, shooting
 
-
-def timeit(fn, *args, repeats=5):
-    jax.block_until_ready(fn(*args))  # compile
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results import timeit, update_section  # noqa: E402  (benchmarks/results.py)
 
 
 def lq_problem(T, n=4, m=2, seed=0):
@@ -222,9 +214,6 @@ def main() -> None:
         with open(written, "w") as handle:
             handle.write(text)
     else:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-        from results import update_section
-
         written = update_section("planning", text)
     print(f"wrote {written}", file=sys.stderr)
 

@@ -8,7 +8,11 @@ atomic (temporary file, then rename).
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
+
+import jax
+import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 ORDER = ("dqn", "ppo", "sac", "model_based", "flops", "planning", "sweep", "cores")  # section order
@@ -39,3 +43,15 @@ def update_section(name: str, text: str, path: Path = RESULTS) -> Path:
         f.write(body)
     os.replace(temporary, path)
     return path
+
+
+def timeit(fn, *args, repeats: int = 5) -> float:
+    """Median wall-clock seconds of ``fn(*args)`` over ``repeats`` calls, after one call that
+    compiles (every call waits for its result)."""
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
