@@ -60,7 +60,7 @@ def worker(args: argparse.Namespace) -> None:
     import jax
     import numpy as np
 
-    from minirl import envs, runner
+    from minirl import envs, results, runner
     from minirl.algos import ALGORITHMS
 
     devices = jax.device_count()
@@ -74,13 +74,13 @@ def worker(args: argparse.Namespace) -> None:
         for attempt in ("first", "second"):
             with tempfile.TemporaryDirectory(prefix="minirl-bench-cores-") as out_dir:
                 start = time.perf_counter()
-                run = runner.train(name, ALGORITHMS, out_dir, config=config, env_id=ENV_ID,
-                                   seeds=seeds)
+                run = runner.train(algo, config, *envs.make(ENV_ID), seeds=seeds,
+                                   out_dir=out_dir, env_id=ENV_ID)
                 walls.append(time.perf_counter() - start)
             print(f"  devices={devices} {name} {seeds} seeds, {attempt} call: "
                   f"{walls[-1]:.1f} s", file=sys.stderr, flush=True)
-        steps = seeds * runner.env_steps_done(run.history)
-        returns = runner.final_returns(run.history, seeds)
+        steps = seeds * results.env_steps_done(run.history)
+        returns = results.final_returns(run.history, seeds)
         rows.append(dict(
             algo=name, seeds=seeds, engine="runner.train", k=run.runs_per_program,
             programs=math.ceil(seeds / run.runs_per_program), devices_used=run.devices,

@@ -13,7 +13,7 @@ Device counts are set with ``XLA_FLAGS=--xla_force_host_platform_device_count=D`
 reads at start-up, so each device count runs in its own worker process (this script with
 ``--worker``). Measured in each worker:
 
-- **scaling**: ``sweep.sweep`` with the default K = ⌈N/8⌉ runs per program, N = 1 … 1024,
+- **scaling**: ``sweep.run`` with the default K = ⌈N/8⌉ runs per program, N = 1 … 1024,
   on the default device and on 1 and 2 forced CPU devices;
 - **design comparison** (forced 1 and 2 devices, N = 4, 16, 64, 256):
   new, K = ⌈N/D⌉ (one program per device: the widest the new design can go on D devices);
@@ -143,7 +143,7 @@ def worker(args: argparse.Namespace) -> None:
 
     def new_design(runs: sweep.Runs, k: int):
         def call():
-            return sweep.sweep(ppo.train, runs, env, runs_per_program=k)[1]
+            return sweep.run(ppo.train, runs, env, runs_per_program=k)[1]
 
         groups = math.ceil(runs.num_runs / k)
         return call, dict(k=k, programs=groups, devices_used=min(devices, groups))
@@ -389,7 +389,7 @@ def main() -> None:
         "## What the design costs (forced CPU devices, "
         "`XLA_FLAGS=--xla_force_host_platform_device_count=D`)",
         "",
-        "Designs: **new** = `minirl.sweep.sweep`, the runs cut into groups of K runs, every "
+        "Designs: **new** = `minirl.sweep.run`, the runs cut into groups of K runs, every "
         "group one K-wide `vmap` program, groups dispatched round-robin to the devices (one "
         "compile per device used); **old** = one `jax.jit(jax.vmap(train))` program whose "
         "inputs and outputs are split along the run axis over a 1-d mesh of all D devices "

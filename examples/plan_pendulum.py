@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minirl import envs
+from minirl import envs, runner
 from minirl.planning import mpc
 
 # 1. iLQR swing-up from θ = π (down), θ̇ = 0
@@ -29,10 +29,10 @@ print(
     f"{abs((theta + np.pi) % (2 * np.pi) - np.pi):.2e} rad"
 )
 
-# 2. CEM-MPC and 3. MCTS, through the same host-level entry point as `minirl plan`
+# 2. CEM-MPC and 3. MCTS, through the same entry point as `minirl plan`
 for name, env_id in (("cem", "Pendulum-v1"), ("mcts", "CartPole-v1")):
-    out = mpc.run_planner(name, *envs.make(env_id), seeds=4)
+    out = runner.plan(name, *envs.make(env_id), seeds=4)
     print(
-        f"{name} on {env_id}: returns {np.round(out['returns'], 1)}, median "
-        f"{np.median(out['returns']):.1f} ({out['wall_time_s']:.1f} s with compilation)"
+        f"{name} on {env_id}: returns {np.round(out['final_returns'], 1)}, median "
+        f"{out['median_final_return']:.1f} ({out['wall_seconds']:.1f} s with compilation)"
     )

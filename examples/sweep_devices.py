@@ -5,10 +5,10 @@ yourself to choose another count; on a GPU/TPU host the real devices are used):
 
     python examples/sweep_devices.py [--steps 50000]
 
-1. ``sweep.sweep``: 3 learning rates × 4 seeds = 12 runs, cut into programs of
+1. ``sweep.run``: 3 learning rates × 4 seeds = 12 runs, cut into programs of
    ``runs_per_program`` runs that are dispatched to the devices. A run's result depends only
    on that number, not on how many devices there are: rerun with one device and compare.
-2. ``sweep.data_parallel``: one agent whose 16 environments are split over the devices
+2. ``parallel.data_parallel``: one agent whose 16 environments are split over the devices
    with ``jax.shard_map``; PPO averages its gradients with ``pmean``.
 
 Several hosts run the same calls after ``minirl.distributed.initialize(...)`` (see
@@ -24,7 +24,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 import jax  # noqa: E402  (XLA_FLAGS must be set first)
 import numpy as np  # noqa: E402
 
-from minirl import envs, sweep  # noqa: E402
+from minirl import envs, parallel, sweep  # noqa: E402
 from minirl.algos import ppo  # noqa: E402
 
 parser = argparse.ArgumentParser()
@@ -36,7 +36,7 @@ env, env_params = envs.make("CartPole-v1")
 # 1. A sweep: 3 learning rates × 4 seeds in programs of 6 runs, one per device.
 base = ppo.Config(**{**ppo.preset("CartPole-v1"), "total_steps": steps})
 runs = sweep.expand(base, env, env_params, sweep.grid(lr=[3e-4, 1e-3, 2.5e-3]), seeds=4)
-rows, (_, metrics) = sweep.sweep(ppo.train, runs, env, runs_per_program=6)
+rows, (_, metrics) = sweep.run(ppo.train, runs, env, runs_per_program=6)
 last = max(1, base.num_iterations // 10)
 episodes = np.asarray(metrics["episodes"][:, -last:]).sum(axis=1)
 final = np.asarray(metrics["episode_return_sum"][:, -last:]).sum(axis=1) / np.maximum(episodes, 1)
@@ -46,9 +46,9 @@ for c, lr in enumerate([3e-4, 1e-3, 2.5e-3]):
 
 # 2. One agent, data-parallel: 16 environments split over the devices.
 config = dataclasses.replace(base, num_envs=16)
-mesh = sweep.make_mesh()
+mesh = parallel.make_mesh()
 state = ppo.init(jax.random.PRNGKey(0), config, env, env_params)
-run = sweep.data_parallel(ppo.step, mesh, state, lambda s: s.env, env,
+run = parallel.data_parallel(ppo.step, mesh, state, lambda s: s.env, env,
                           length=config.num_iterations)
 state, metrics = run(state, config, env_params)
 episodes = np.asarray(metrics["episodes"][-last:]).sum()

@@ -1,7 +1,7 @@
 """Several processes (hosts) in one sweep: start-up through ``jax.distributed`` and the
 per-process result slices that process 0 merges.
 
-Every process runs the same command; ``minirl.sweep`` gives each the groups of runs with
+Every process runs the same command; ``minirl.programs`` gives each the groups of runs with
 ``g % process_count == process_index``, so no array ever crosses a host boundary. Each
 process writes its rows to ``slice-NNNN.json`` in a shared directory (atomically), waits at
 a barrier, and process 0 merges the slices in run order.
@@ -84,3 +84,20 @@ def merge_slices(out_dir: str, num_runs: int, process_count: int | None = None) 
     if missing:
         raise ConfigError(f"runs {missing[:8]} are in no slice")
     return [merged[i] for i in range(num_runs)]
+
+
+def gather(out_dir: str | None, rows: Sequence[int], records: Sequence[Any],
+           num_runs: int) -> list[Any] | None:
+    """Every run's record in run order, on process 0; ``None`` on the others. With one
+    process the records are only put in order; with several, each process writes its slice
+    to ``out_dir`` (a filesystem all processes share), waits at a barrier, and process 0
+    merges them."""
+    if jax.process_count() == 1:
+        by_row = dict(zip((int(r) for r in rows), records))
+        return [by_row[i] for i in range(num_runs)]
+    if out_dir is None:
+        raise ConfigError("a sweep over several processes needs an output directory that all "
+                          "processes share (out_dir)")
+    write_slice(out_dir, rows, records)
+    barrier("minirl-sweep-slices")
+    return merge_slices(out_dir, num_runs) if jax.process_index() == 0 else None

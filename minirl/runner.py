@@ -1,20 +1,30 @@
-"""Host-level training runs: jitted chunks, progress callbacks, checkpoints and resume.
+"""A run, for any environment object: train, resume, sweep, plan and evaluate, with
+progress callbacks, checkpoints and the files a run writes.
 
 Wall-clock time and files live here; algorithms stay pure. A run is S seeds of one
-configuration in one environment, trained by ``minirl.sweep``'s engine (K-wide programs
+configuration in one environment (``env`` any object with gymnax 1.x's interface: a gymnax
+env, a wrapped one, a user's own), trained by ``minirl.programs`` (K-wide programs
 dispatched to every device, so the result does not depend on the device count) in chunks
 of iterations. After every chunk the host pools episode statistics, flags runs whose
-losses or parameters became non-finite, calls ``report`` and writes an atomic checkpoint,
-so ``resume`` continues bit-for-bit as an uninterrupted run would: the same compiled chunk
-is applied to the same state. Tables, CSV files and plots are the CLI's business.
+losses or parameters became non-finite, writes an atomic checkpoint and calls
+``report(run)``; when the run ends it writes ``summary.json``, ``metrics.csv`` and
+``curve.png`` (``minirl.results``). :func:`resume` continues bit for bit as an
+uninterrupted run would: the same compiled chunk is applied to the same state.
+
+The environment is not saved: a checkpoint records the env id as metadata (``env_id``,
+given by the command line, which rebuilds a gymnax env from it on ``--resume``), and a
+user's own env (and network) is passed again to :func:`resume`. A digest of the env
+parameters is saved so that a different ``env_params`` is refused.
 """
 
 import dataclasses
+import functools
+import hashlib
 import math
 import os
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -22,62 +32,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checkpoint, envs, sweep
+from . import checkpoint, configs, distributed, programs, results
+from . import sweep as sweeps
 from .core import rollout
-from .core.config import ConfigError
+from .core.config import ConfigError, check_positive_int
+from .planning import mpc
 
 CHECKPOINT = "checkpoint.npz"
-FINAL_WINDOW = 0.1  # the final return pools episodes completed in the last 10% of the run
-POOLED = ("episodes", "episode_return_sum", "episode_length_sum")
+Report = Callable[["Run"], None]
 
 
-# ----------------------------------------------------------------------------- configs
+def algo_name(algo: types.ModuleType) -> str:
+    """The name a checkpoint records for an algorithm module (``minirl.algos.dqn`` → dqn)."""
+    return algo.__name__.rsplit(".", 1)[-1]
 
 
-def config_fields(config_cls: type) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(config_cls)}
-
-
-def config_to_json(config: eqx.Module) -> dict[str, Any]:
-    out = {}
-    for name in config_fields(type(config)):
-        value = getattr(config, name)
-        if isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, np.ndarray | jax.Array):
-            value = np.asarray(value).tolist()
-        if isinstance(value, float) and math.isinf(value):
-            value = "inf" if value > 0 else "-inf"
-        out[name] = value
-    return out
-
-
-def config_from_json(config_cls: type, data: dict[str, Any]) -> eqx.Module:
-    fields = config_fields(config_cls)
-    kwargs = {}
-    for name, value in data.items():
-        if name not in fields:
-            raise checkpoint.CheckpointError(f"checkpoint config has unknown field {name!r}")
-        if isinstance(value, list):
-            value = tuple(value)
-        elif value in ("inf", "-inf"):
-            value = float(value)
-        kwargs[name] = value
-    return config_cls(**kwargs)
-
-
-def make_config(algo: types.ModuleType, env_id: str, steps: int | None, overrides: dict) -> Any:
-    """The algorithm's defaults, then its documented preset for ``env_id``, then overrides."""
-    envs.check_id(env_id)
-    kwargs = {**algo.preset(env_id), **overrides}
-    if steps is not None:
-        kwargs["total_steps"] = steps
-    return algo.Config(**kwargs)
-
-
-def check_compatible(algo: types.ModuleType, algo_name: str, env: Any, env_params: Any) -> None:
-    """Where config meets env: the algorithm's action-space type (``ConfigError`` if not)."""
-    rollout.require_action_kind(env, env_params, getattr(algo, "ACTION_KIND", "both"), algo_name)
+def env_name(env: Any) -> str:
+    return getattr(env, "name", type(env).__name__)
 
 
 # ----------------------------------------------------------------------------- chunks
@@ -113,7 +84,7 @@ def summarise_chunk(state: Any, metrics: dict[str, jax.Array]) -> dict[str, jax.
     """One run's chunk (metrics leaves ``[chunk]``): pooled episode sums, the last env-step
     count, means of the learner diagnostics, and ``nonfinite`` = 1 when a metric or the
     learner's parameters (``state.learner``) are no longer finite."""
-    out = {name: jnp.sum(metrics[name]) for name in POOLED}
+    out = {name: jnp.sum(metrics[name]) for name in results.POOLED}
     out["env_steps"] = metrics["env_steps"][-1]
     for name, value in metrics.items():
         if name not in out:
@@ -128,19 +99,23 @@ def summarise_chunk(state: Any, metrics: dict[str, jax.Array]) -> dict[str, jax.
 
 @dataclasses.dataclass
 class Run:
-    """Everything a run is and has done: what was trained, per-chunk history, wall time."""
+    """What a run is and has done: what was trained, per-chunk history, wall time; and, once
+    it stops, its seeds' states (``state``, host arrays, leaves ``[seeds, ...]``)."""
 
     algo_name: str
-    env_id: str
-    env_overrides: dict[str, Any]
     config: Any
     seeds: int
     seed: int
     chunks: list[int]
     runs_per_program: int
-    history: list[dict[str, list[float]]] = dataclasses.field(default_factory=list)
+    env_id: str | None = None  # the gymnax id the command line rebuilds the env from
+    env_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    env_name: str = ""
+    history: results.History = dataclasses.field(default_factory=list)
     wall_seconds: float = 0.0
     devices: int = 1
+    env_params_digest: str | None = None
+    state: Any = None
 
     @property
     def done_chunks(self) -> int:
@@ -150,12 +125,18 @@ class Run:
     def finished(self) -> bool:
         return self.done_chunks == len(self.chunks)
 
+    @property
+    def total_steps(self) -> int:
+        return int(self.config.total_steps)
+
     def metadata(self) -> dict[str, Any]:
         return {
             "algo": self.algo_name,
             "env": self.env_id,
+            "env_name": self.env_name,
             "env_overrides": self.env_overrides,
-            "config": config_to_json(self.config),
+            "env_params_digest": self.env_params_digest,
+            "config": configs.to_json(self.config),
             "seeds": self.seeds,
             "seed": self.seed,
             "chunks": self.chunks,
@@ -165,182 +146,352 @@ class Run:
             "devices": self.devices,
         }
 
-
-def state_template(
-    algo: types.ModuleType, config: Any, env: Any, env_params: Any, seeds: int
-) -> Any:
-    """Shapes and dtypes of the states of ``seeds`` runs (nothing is allocated)."""
-    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
-    init = jax.vmap(lambda key, config, params: algo.init(key, config, env, params),
-                    in_axes=(0, None, None))
-    return jax.eval_shape(init, keys, config, env_params)
-
-
-def state_bytes(template: Any) -> int:
-    return sum(
-        math.prod(x.shape) * np.dtype(x.dtype).itemsize
-        for x in jax.tree.leaves(template)
-        if hasattr(x, "shape") and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
-    )
-
-
-def available_memory_bytes() -> int | None:
-    """What the operating system says can still be allocated (``MemAvailable``), or None."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
+    def summary(self) -> dict[str, Any]:
+        """What ``summary.json`` holds."""
+        finals = results.final_returns(self.history, self.seeds)
+        steps = results.env_steps_done(self.history)
+        return {
+            "algo": self.algo_name,
+            "env": self.env_id or self.env_name,
+            "env_params": self.env_overrides,
+            "steps": steps,
+            "seeds": self.seeds,
+            "first_seed": self.seed,
+            "final_returns": [results.json_float(x) for x in finals],
+            "median_final_return": results.json_float(results.nanmedian(finals)),
+            "diverged_seeds": [self.seed + s for s in results.diverged(self.history,
+                                                                       self.seeds)],
+            "wall_seconds": self.wall_seconds,
+            "env_steps_per_second": steps * self.seeds / max(self.wall_seconds, 1e-9),
+            "runs_per_program": self.runs_per_program,
+            "devices": self.devices,
+            "config": configs.to_json(self.config),
+        }
 
 
-def check_memory(
-    algo: types.ModuleType, config: Any, env: Any, env_params: Any, seeds: int,
-    available: int | None = None,
-) -> int:
-    """Raise :class:`ConfigError` when ``seeds`` runs cannot fit in memory; returns the need.
-
-    The need is twice the states' size (the states on the devices, and the host copy a
-    checkpoint writes), read off ``jax.eval_shape`` of ``init``: nothing is allocated."""
-    need = 2 * state_bytes(state_template(algo, config, env, env_params, seeds))
-    available = available_memory_bytes() if available is None else available
-    if available is not None and need > available:
-        per_seed = need / seeds
-        fits = int(available // per_seed)
-        fields = [f for f in ("buffer_size", "num_envs") if hasattr(config, f)]
-        raise ConfigError(
-            f"{seeds} seeds need about {_gib(need)} of memory (the states and a checkpoint "
-            f"copy, {_gib(per_seed)} per seed) but {_gib(available)} are available; use "
-            f"--seeds {max(fits, 1)} or fewer"
-            + (f", or a smaller {' or '.join(fields)} (--set)" if fields else "")
-        )
-    return need
+def write_files(run: Run, out_dir: str) -> dict[str, Any]:
+    """``summary.json``, ``metrics.csv`` (per chunk and seed) and ``curve.png``; returns the
+    summary."""
+    os.makedirs(out_dir, exist_ok=True)
+    summary = run.summary()
+    results.write_json(os.path.join(out_dir, "summary.json"), summary)
+    results.write_metrics_csv(os.path.join(out_dir, "metrics.csv"), run.history, run.seeds,
+                              run.seed)
+    results.plot_curve(run.history, run.seeds, f"minirl {run.algo_name} on {summary['env']}",
+                       os.path.join(out_dir, "curve.png"))
+    return summary
 
 
-def _gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**26 else f"{n / 2**20:.1f} MiB"
+def _typed(env_params: Any, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The changed env parameters as the env holds them (``--set env.max_steps=20.0`` was
+    parsed as a number; the env made it an int), for the record."""
+    return {name: np.asarray(getattr(env_params, name)).item() for name in overrides or {}}
+
+
+def _params_digest(env_params: Any) -> str:
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(env_params):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _init_fn(algo: types.ModuleType, network: Any) -> Callable:
+    return algo.init if network is None else functools.partial(algo.init, network=network)
+
+
+def _devices(devices: Sequence[Any] | None) -> list[Any]:
+    return list(devices or jax.local_devices())
 
 
 def train(
-    algo_name: str,
-    algorithms: dict[str, types.ModuleType],
-    out_dir: str,
+    algo: types.ModuleType,
+    config: Any,
+    env: Any,
+    env_params: Any,
     *,
-    config: Any = None,
-    env_id: str | None = None,
-    env_overrides: dict[str, Any] | None = None,
     seeds: int = 1,
     seed: int = 0,
-    resume: bool = False,
+    out_dir: str | None = None,
+    network: Any = None,
+    env_id: str | None = None,
+    env_overrides: dict[str, Any] | None = None,
+    report: Report | None = None,
     stop_after_chunks: int | None = None,
-    report: Callable[[Run], None] | None = None,
     target_chunks: int = 50,
     runs_per_program: int | None = None,
-    devices: list[Any] | None = None,
+    devices: Sequence[Any] | None = None,
 ) -> Run:
-    """Run (or resume) training, checkpointing after every chunk; returns the run record.
+    """Train ``seeds`` seeds of ``algo`` (a learner's module, e.g. ``minirl.algos.dqn``) with
+    ``config`` on any ``env``; returns the run record, whose ``state`` holds the seeds'
+    states (leaves ``[seeds, ...]``).
 
-    ``runs_per_program`` (default :func:`minirl.sweep.default_runs_per_program`) fixes how
-    the seeds are grouped into programs, and so the bits; ``devices`` only where they run.
+    With ``out_dir``, a checkpoint is written after every chunk and, at the end,
+    ``summary.json``, ``metrics.csv`` and ``curve.png``; continue an interrupted run with
+    :func:`resume` (passing the same env, env parameters and network again).
+    ``report(run)`` is called once the run is set up and after every chunk (a progress
+    line, a tracker).
+    ``runs_per_program`` (default :func:`minirl.programs.default_runs_per_program`) fixes
+    how the seeds are grouped into programs, and so the bits; ``devices`` only where they
+    run. ``env_id``/``env_overrides`` are recorded for the command line's ``--resume``.
     """
-    algo = algorithms[algo_name]
-    clock = time.perf_counter()
-    devices = list(devices or jax.local_devices())
-    if resume:
-        run, host_state = load_run(out_dir, algorithms)
-        if run.algo_name != algo_name:
-            raise ConfigError(f"--resume {out_dir} holds a {run.algo_name} run, not {algo_name}")
-    else:
-        run = Run(
-            algo_name, env_id, dict(env_overrides or {}), config, seeds, seed,
-            chunk_plan(config.num_iterations, target_chunks),
-            runs_per_program or sweep.default_runs_per_program(seeds),
+    check_positive_int("seeds", seeds)
+    check_positive_int("target_chunks", target_chunks)
+    if out_dir is not None and os.path.exists(os.path.join(out_dir, CHECKPOINT)):
+        raise ConfigError(
+            f"{out_dir} already holds a run; continue it with resume (minirl train --resume "
+            f"{out_dir}) or choose another output directory"
         )
-        host_state = None
-    run.devices = min(len(devices), math.ceil(run.seeds / run.runs_per_program))
-    env, env_params = envs.make(run.env_id, **run.env_overrides)
-    check_compatible(algo, algo_name, env, env_params)
-    runs = sweep.seeds_of(run.config, env, env_params, run.seeds, run.seed)
-    chunked = sweep.init_chunked(
-        algo.init, runs, env, runs_per_program=run.runs_per_program, devices=devices,
-        state=host_state,
+    programs.check_memory(_init_fn(algo, network), config, env, env_params, seeds)
+    devices = _devices(devices)
+    k = runs_per_program or programs.default_runs_per_program(seeds)
+    run = Run(
+        algo_name(algo), config, seeds, seed, chunk_plan(config.num_iterations, target_chunks),
+        k, env_id=env_id, env_overrides=_typed(env_params, env_overrides),
+        env_name=env_name(env),
+        devices=min(len(devices), math.ceil(seeds / k)),
+        env_params_digest=_params_digest(env_params),
     )
-    chunked.history = run.history
-    os.makedirs(out_dir, exist_ok=True)
-    start = clock - run.wall_seconds
+    runs = sweeps.seeds_of(config, env, env_params, seeds, seed)
+    chunks = programs.start(_init_fn(algo, network), runs.keys, runs.configs, env,
+                            runs.env_params, runs_per_program=k, devices=devices)
+    return _advance(algo, run, chunks, env, out_dir, report, stop_after_chunks)
+
+
+def resume(
+    out_dir: str,
+    algo: types.ModuleType,
+    env: Any,
+    env_params: Any,
+    *,
+    network: Any = None,
+    report: Report | None = None,
+    stop_after_chunks: int | None = None,
+    devices: Sequence[Any] | None = None,
+) -> Run:
+    """Continue the run checkpointed in ``out_dir`` to its end (or for
+    ``stop_after_chunks`` more chunks), bit for bit as if it had never stopped. The env,
+    its parameters and a user's network are not in the checkpoint: pass the ones the run
+    started with (the command line rebuilds a gymnax env from the recorded ``env_id``)."""
+    run, state = load(out_dir, algo, env, env_params, network=network)
+    devices = _devices(devices)
+    run.devices = min(len(devices), math.ceil(run.seeds / run.runs_per_program))
+    runs = sweeps.seeds_of(run.config, env, env_params, run.seeds, run.seed)
+    chunks = programs.start(_init_fn(algo, network), runs.keys, runs.configs, env,
+                            runs.env_params, runs_per_program=run.runs_per_program,
+                            devices=devices, state=state)
+    return _advance(algo, run, chunks, env, out_dir, report, stop_after_chunks)
+
+
+def _advance(
+    algo: types.ModuleType, run: Run, chunks: programs.Chunks, env: Any,
+    out_dir: str | None, report: Report | None, stop_after_chunks: int | None,
+) -> Run:
+    start = time.perf_counter() - run.wall_seconds
     stop_at = len(run.chunks)
     if stop_after_chunks is not None:
+        check_positive_int("stop_after_chunks", stop_after_chunks)
         stop_at = min(stop_at, run.done_chunks + stop_after_chunks)
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+    if report is not None:
+        report(run)  # set up: every check passed, the states exist
     while run.done_chunks < stop_at:
         length = run.chunks[run.done_chunks]
-        sweep.run_chunk(algo.step, chunked, runs, env, length, summarise_chunk)
+        run.history.append(programs.advance(algo.step, chunks, env, length, summarise_chunk))
         run.wall_seconds = time.perf_counter() - start
-        checkpoint.save(os.path.join(out_dir, CHECKPOINT), chunked.host_state(), run.metadata())
+        if out_dir is not None:
+            checkpoint.save(os.path.join(out_dir, CHECKPOINT), chunks.host_state(),
+                            run.metadata())
         if report is not None:
             report(run)
+    run.state = chunks.host_state()
+    if out_dir is not None and run.finished:
+        write_files(run, out_dir)
     return run
 
 
-def load_run(out_dir: str, algorithms: dict[str, types.ModuleType]) -> tuple[Run, Any]:
+def read_metadata(out_dir: str) -> dict[str, Any]:
+    """What the checkpoint in ``out_dir`` records about its run (algorithm name, env id and
+    overrides, config, seeds, history), without loading any array."""
+    meta = checkpoint.read_metadata(os.path.join(out_dir, CHECKPOINT))
+    for name in ("algo", "config", "seeds", "seed", "chunks", "history"):
+        if name not in meta:
+            raise checkpoint.CheckpointError(
+                f"checkpoint in {out_dir} lacks {name!r}: it was written by another minirl "
+                "version"
+            )
+    return meta
+
+
+def load(
+    out_dir: str, algo: types.ModuleType, env: Any, env_params: Any, *, network: Any = None
+) -> tuple[Run, Any]:
     """The run record and the seeds' states (host arrays) checkpointed in ``out_dir``."""
     path = os.path.join(out_dir, CHECKPOINT)
-    meta = checkpoint.read_metadata(path)
-    if meta.get("algo") not in algorithms:
-        raise checkpoint.CheckpointError(
-            f"checkpoint {path} is for algorithm {meta.get('algo')!r}, which minirl does not know"
+    meta = read_metadata(out_dir)
+    if meta["algo"] != algo_name(algo):
+        raise ConfigError(f"{out_dir} holds a {meta['algo']} run, not {algo_name(algo)}")
+    digest = meta.get("env_params_digest")
+    if digest is not None and digest != _params_digest(env_params):
+        raise ConfigError(
+            f"env_params differ from those the run in {out_dir} started with "
+            f"(env {meta.get('env') or meta.get('env_name')}, overrides "
+            f"{meta.get('env_overrides', {})}); pass the same env parameters to resume"
         )
-    for field in ("env", "config", "seeds", "seed", "chunks", "history"):
-        if field not in meta:
-            raise checkpoint.CheckpointError(
-                f"checkpoint {path} lacks {field!r}: it was written by another minirl version"
-            )
-    algo = algorithms[meta["algo"]]
-    config = config_from_json(algo.Config, meta["config"])
-    env, env_params = envs.make(meta["env"], **meta.get("env_overrides", {}))
-    template = state_template(algo, config, env, env_params, meta["seeds"])
+    try:
+        config = configs.from_json(algo.Config, meta["config"])
+    except ConfigError as error:
+        raise checkpoint.CheckpointError(f"checkpoint {path}: {error}") from None
+    template = programs.state_template(_init_fn(algo, network), config, env, env_params,
+                                       meta["seeds"])
     state, _ = checkpoint.load(path, template)
     run = Run(
-        meta["algo"], meta["env"], meta.get("env_overrides", {}), config, meta["seeds"],
-        meta["seed"], meta["chunks"],
-        meta.get("runs_per_program", sweep.default_runs_per_program(meta["seeds"])),
-        meta["history"], meta.get("wall_seconds", 0.0), meta.get("devices", 1),
+        meta["algo"], config, meta["seeds"], meta["seed"], meta["chunks"],
+        meta.get("runs_per_program", programs.default_runs_per_program(meta["seeds"])),
+        env_id=meta.get("env"), env_overrides=meta.get("env_overrides", {}),
+        env_name=meta.get("env_name") or env_name(env), history=meta["history"],
+        wall_seconds=meta.get("wall_seconds", 0.0), devices=meta.get("devices", 1),
+        env_params_digest=digest or _params_digest(env_params), state=state,
     )
     return run, state
 
 
-# ----------------------------------------------------------------------------- results
+# ----------------------------------------------------------------------------- sweep
 
 
-def env_steps_done(history: list[dict[str, list[float]]]) -> int:
-    return int(history[-1]["env_steps"][0]) if history else 0
+def sweep(
+    algo: types.ModuleType,
+    base: Any,
+    env: Any,
+    env_params: Any,
+    grid: dict[str, Sequence[Any]] | Sequence[dict[str, Any]],
+    *,
+    zipped: bool = False,
+    seeds: int = 1,
+    seed: int = 0,
+    out_dir: str | None = None,
+    network: Any = None,
+    env_id: str | None = None,
+    env_overrides: dict[str, Any] | None = None,
+    report: Report | None = None,
+    target_chunks: int = 20,
+    runs_per_program: int | None = None,
+    devices: Sequence[Any] | None = None,
+) -> dict[str, Any] | None:
+    """Train every configuration × ``seeds`` seeds from ``base`` and return the summary:
+    per configuration its values, per-seed final returns, median, diverged seeds and rank.
+
+    ``grid`` is ``{field or env.FIELD: [values]}``, every combination (or, ``zipped``, the
+    i-th values together), or an explicit list of assignments ``[{name: value}, ...]``
+    (``minirl.sweep.grid``, ``minirl.sweep.zip_values``). ``report(run)`` is called once set
+    up and after every chunk with a :class:`Run` of this process's runs. With ``out_dir`` the
+    summary is written as ``summary.json`` with ``sweep.png``. Under several processes
+    (``minirl.distributed``) each process trains its groups and writes its slice to
+    ``out_dir`` (a filesystem all processes share); process 0 merges the slices and returns
+    the summary, the others return ``None``.
+    """
+    devices = _devices(devices)
+    run = Run(algo_name(algo), base, 0, seed, chunk_plan(base.num_iterations, target_chunks),
+              0, env_id=env_id, env_overrides=_typed(env_params, env_overrides),
+              env_name=env_name(env), devices=len(devices))
+    if isinstance(grid, dict):
+        assignments = (sweeps.zip_values if zipped else sweeps.grid)(**grid)
+    else:
+        assignments = list(grid)
+    runs = sweeps.expand(base, env, env_params, assignments, seeds, seed)
+    config_json = configs.to_json(base)
+    k = runs_per_program or programs.default_runs_per_program(runs.num_runs)
+    local = -(-runs.num_runs // (k * jax.process_count())) * k
+    init_fn = _init_fn(algo, network)
+    programs.check_memory(init_fn, base, env, env_params, min(local, runs.num_runs))
+    state = programs.start(init_fn, runs.keys, runs.configs, env, runs.env_params,
+                           runs_per_program=k, devices=devices)
+    rows = state.rows
+    run.seeds, run.runs_per_program = len(rows), k
+    start = time.perf_counter()
+    if report is not None and rows.size:
+        report(run)
+    for length in run.chunks:
+        run.history.append(programs.advance(algo.step, state, env, length, summarise_chunk))
+        run.wall_seconds = time.perf_counter() - start
+        if report is not None and rows.size:
+            report(run)
+    merged = distributed.gather(out_dir, rows, results.run_records(run.history, len(rows)),
+                                runs.num_runs)
+    if merged is None:  # another process merges
+        return None
+    summary = results.sweep_summary(
+        merged, runs.rows, assignments, algo=run.algo_name, env=env_id or run.env_name,
+        env_params=run.env_overrides, first_seed=seed, mode="zip" if zipped else "grid",
+        runs_per_program=k, devices=len(devices) * jax.process_count(),
+        processes=jax.process_count(), config=config_json,
+        wall_seconds=time.perf_counter() - start,
+    )
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        results.write_json(os.path.join(out_dir, "summary.json"), summary)
+        results.plot_sweep(summary, os.path.join(out_dir, "sweep.png"))
+    return summary
 
 
-def final_returns(history: list[dict[str, list[float]]], seeds: int) -> list[float]:
-    """Per seed: mean return of the episodes completed in the last 10% of the run (widened
-    backwards chunk by chunk until at least one episode has completed)."""
-    window = max(1, round(FINAL_WINDOW * len(history)))
-    out = []
-    for s in range(seeds):
-        episodes = returns = 0.0
-        for i, row in enumerate(reversed(history)):
-            if i >= window and episodes > 0:
-                break
-            episodes += row["episodes"][s]
-            returns += row["episode_return_sum"][s]
-        out.append(returns / episodes if episodes else float("nan"))
-    return out
+# ----------------------------------------------------------------------------- plan
 
 
-def diverged(history: list[dict[str, list[float]]], seeds: int) -> list[int]:
-    """Indices (0-based, among the run's seeds) whose losses or parameters became non-finite
-    in some chunk."""
-    return [s for s in range(seeds) if any(row.get("nonfinite", [0] * seeds)[s]
-                                           for row in history)]
+def plan(
+    planner: str,
+    env: Any,
+    env_params: Any,
+    *,
+    seeds: int = 4,
+    seed: int = 0,
+    steps: int | None = None,
+    options: dict[str, Any] | None = None,
+    out_dir: str | None = None,
+    env_id: str | None = None,
+    env_overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One closed-loop MPC episode per seed with the named planner (``minirl.planning.mpc``)
+    and the env as its model, all seeds in one jitted, vmapped program; returns the summary
+    (``final_returns``: each seed's episode return) and, with ``out_dir``, writes
+    ``summary.json``, ``metrics.csv`` (reward and return so far per step and seed) and
+    ``curve.png``. ``steps`` defaults to the env's episode limit."""
+    check_positive_int("seeds", seeds)
+    planner_fn = mpc.make_planner(planner, env, env_params, options)
+    if steps is None:
+        steps = int(getattr(env_params, "max_steps_in_episode", 200))
+    check_positive_int("steps", steps)
+    keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
+    episodes = jax.jit(jax.vmap(lambda key: mpc.mpc(key, env, env_params, planner_fn, steps)))
+    start = time.perf_counter()
+    result = jax.block_until_ready(episodes(keys))
+    wall = time.perf_counter() - start
+    returns = [float(r) for r in np.asarray(result.episode_return)]
+    rewards = np.asarray(result.rewards)
+    summary = {
+        "algo": planner,
+        "env": env_id or env_name(env),
+        "env_params": _typed(env_params, env_overrides),
+        "steps": steps,
+        "seeds": seeds,
+        "first_seed": seed,
+        "final_returns": returns,
+        "median_final_return": float(np.median(returns)),
+        "diverged_seeds": [],
+        "wall_seconds": wall,  # compilation included
+        "env_steps_per_second": seeds * steps / max(wall, 1e-9),
+        "episode_lengths": [int(n) for n in np.asarray(result.episode_length)],
+        "options": mpc.planner_options(planner, options),
+    }
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        results.write_json(os.path.join(out_dir, "summary.json"), summary)
+        results.write_episode_csv(os.path.join(out_dir, "metrics.csv"), rewards)
+        results.plot_episode(rewards, f"minirl plan {planner} on {summary['env']}",
+                             os.path.join(out_dir, "curve.png"))
+    return summary
+
+
+# ----------------------------------------------------------------------------- evaluate
 
 
 def evaluate(
@@ -381,3 +532,14 @@ def evaluate(
     num_seeds = jax.tree.leaves(eqx.filter(params, eqx.is_array))[0].shape[0]
     keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
     return np.asarray(jax.jit(jax.vmap(one_seed))(params, keys))
+
+
+def evaluate_run(
+    out_dir: str, algo: types.ModuleType, env: Any, env_params: Any, episodes: int,
+    seed: int = 0, *, network: Any = None,
+) -> tuple[Run, np.ndarray]:
+    """The run checkpointed in ``out_dir`` and its greedy returns ``[seeds, episodes]``."""
+    check_positive_int("episodes", episodes)
+    run, state = load(out_dir, algo, env, env_params, network=network)
+    returns = evaluate(algo, run.config, env, env_params, state.learner.params, episodes, seed)
+    return run, returns

@@ -9,8 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from minirl import checkpoint, cli, runner
-from minirl.algos import ALGORITHMS
+from minirl import checkpoint, cli, envs, runner
+from minirl.algos import ALGORITHMS, dqn
 from minirl.cli import commands
 from minirl.model_based import LEARNERS
 
@@ -32,6 +32,10 @@ TINY = [
     "--set",
     "batch_size=16",
 ]
+
+
+def saved_state(out):
+    return runner.load(str(out), dqn, *envs.make("CartPole-v1"))[1]
 
 
 def train(out, *extra):
@@ -79,8 +83,7 @@ def test_resume_equals_uninterrupted(finished_run, tmp_path):
     a = json.loads((tmp_path / "summary.json").read_text())
     b = json.loads((finished_run / "summary.json").read_text())
     assert a["final_returns"] == b["final_returns"]
-    state_a = runner.load_run(str(tmp_path), ALGORITHMS)[1]
-    state_b = runner.load_run(str(finished_run), ALGORITHMS)[1]
+    state_a, state_b = saved_state(tmp_path), saved_state(finished_run)
     for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -215,7 +218,7 @@ def test_corrupt_and_foreign_checkpoints_are_refused(finished_run, tmp_path, cap
     assert cli.main(["train", "dqn", "--resume", str(foreign)]) == cli.EXIT_USAGE
     assert "not a minirl checkpoint" in capsys.readouterr().err
     # A checkpoint of a different shape of state (another config) cannot load into this one.
-    state = runner.load_run(str(finished_run), ALGORITHMS)[1]
+    state = saved_state(finished_run)
     meta = checkpoint.read_metadata(finished_run / runner.CHECKPOINT)
     meta["config"]["hidden"] = [32]
     mismatched = tmp_path / "mismatched"

@@ -110,5 +110,5 @@ def test_a_duck_typed_env_can_be_swept_through_minirl_sweep():
     config = dqn.Config(total_steps=600, learning_starts=100, buffer_size=400, hidden=(8,),
                         batch_size=16)
     runs = sweep.expand(config, ENV, PARAMS, [{"lr": 1e-3}, {"lr": 3e-4}], seeds=1)
-    rows, (_, metrics) = sweep.sweep(dqn.train, runs, ENV, runs_per_program=2)
+    rows, (_, metrics) = sweep.run(dqn.train, runs, ENV, runs_per_program=2)
     assert rows.tolist() == [0, 1] and metrics["loss"].shape[0] == 2

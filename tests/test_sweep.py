@@ -1,7 +1,7 @@
 """Sweeps on one device: grids over config fields and env parameters, the grouping of runs
-into K-wide programs, ``sweep``/``train_chunked`` against the plain vmapped program, and
-one compile for every learning rate. (Several devices and hosts: test_sweep_devices.py and
-test_sweep_multihost.py, in subprocesses.)"""
+into K-wide programs (``minirl.programs``), ``sweep.run`` and chunked training against the
+plain vmapped program, and one compile for every learning rate. (Several devices and
+hosts: test_sweep_devices.py and test_sweep_multihost.py, in subprocesses.)"""
 
 import dataclasses
 
@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from minirl import distributed, envs, runner, sweep
+from minirl import configs, distributed, envs, programs, runner, sweep
 from minirl.algos import dqn, ppo
 from minirl.core.config import ConfigError, stack
 
@@ -36,11 +36,11 @@ def test_grid_is_every_combination_first_name_slowest():
 
 
 def test_grid_names_aliases_static_fields_and_env_parameters():
-    assert sweep.sweepable_field(dqn.Config, "lr") == "learning_rate"
+    assert configs.sweepable_field(dqn.Config, "lr") == "learning_rate"
     with pytest.raises(ConfigError, match=r"field 'hidden' of dqn is static"):
-        sweep.sweepable_field(dqn.Config, "hidden")
+        configs.sweepable_field(dqn.Config, "hidden")
     with pytest.raises(ConfigError, match="unknown field 'nope'"):
-        sweep.sweepable_field(dqn.Config, "nope")
+        configs.sweepable_field(dqn.Config, "nope")
     pairs = sweep.configs_for(BASE, ENV, PARAMS, sweep.grid(lr=[1e-3], **{"env.gravity": [3.7]}))
     (config, params), = pairs
     assert config.learning_rate == 1e-3 and params.gravity == 3.7
@@ -63,24 +63,24 @@ def test_expand_is_configuration_major_with_common_seeds():
 
 
 def test_groups_pad_the_last_and_share_groups_out_over_processes_and_devices():
-    groups = sweep.plan_groups(5, 2, devices=["d0", "d1"], process_index=0, process_count=1)
+    groups = programs.plan_groups(5, 2, devices=["d0", "d1"], process_index=0, process_count=1)
     assert [g.rows.tolist() for g in groups] == [[0, 1], [2, 3], [4, 4]]
     assert [g.real for g in groups] == [2, 2, 1]
     assert [g.device for g in groups] == ["d0", "d1", "d0"]
-    mine = sweep.plan_groups(5, 2, devices=["d0"], process_index=1, process_count=2)
+    mine = programs.plan_groups(5, 2, devices=["d0"], process_index=1, process_count=2)
     assert [g.index for g in mine] == [1]
-    assert sweep.default_runs_per_program(4) == 1
-    assert sweep.default_runs_per_program(16) == 2
-    assert sweep.default_runs_per_program(1000) == 125
+    assert programs.default_runs_per_program(4) == 1
+    assert programs.default_runs_per_program(16) == 2
+    assert programs.default_runs_per_program(1000) == 125
     with pytest.raises(ConfigError, match="runs_per_program=0"):
-        sweep.plan_groups(5, 0)
+        programs.plan_groups(5, 0)
 
 
 def _groupwise_vmap(train_fn, runs, k):
     """The reference: jit(vmap(train)) on each K-wide group, padded like the sweep."""
     program = jax.jit(jax.vmap(train_fn, in_axes=(0, 0, None, 0)), static_argnums=2)
     outs = []
-    for g in sweep.plan_groups(runs.num_runs, k, process_index=0, process_count=1):
+    for g in programs.plan_groups(runs.num_runs, k, process_index=0, process_count=1):
         rows, real = g.rows, g.real
 
         def take(tree, rows=rows):
@@ -93,7 +93,7 @@ def _groupwise_vmap(train_fn, runs, k):
 
 def test_sweep_is_the_groupwise_vmapped_program_bit_for_bit():
     runs = sweep.expand(BASE, ENV, PARAMS, sweep.grid(lr=[1e-3, 1e-4, 3e-4]), seeds=1)
-    rows, (state, metrics) = sweep.sweep(dqn.train, runs, ENV, runs_per_program=2)
+    rows, (state, metrics) = sweep.run(dqn.train, runs, ENV, runs_per_program=2)
     assert rows.tolist() == [0, 1, 2]
     ref_state, ref_metrics = _groupwise_vmap(dqn.train, runs, 2)
     for a, b in zip(jax.tree.leaves((state, metrics)), jax.tree.leaves((ref_state, ref_metrics))):
@@ -103,20 +103,21 @@ def test_sweep_is_the_groupwise_vmapped_program_bit_for_bit():
 def test_chunked_training_equals_the_whole_run_bit_for_bit():
     runs = sweep.expand(BASE, ENV, PARAMS, sweep.grid(lr=[1e-3, 1e-4]), seeds=2)
     iterations = BASE.num_iterations
-    run = sweep.train_chunked(dqn.init, dqn.step, runs, ENV,
-                              [iterations // 4, iterations // 2, iterations // 4],
-                              runner.summarise_chunk, runs_per_program=2)
-    _, (_, metrics) = sweep.sweep(dqn.train, runs, ENV, runs_per_program=2)
-    episodes = np.stack([np.asarray(h["episodes"]) for h in run.history], axis=1)
+    chunks = programs.start(dqn.init, runs.keys, runs.configs, ENV, runs.env_params,
+                            runs_per_program=2)
+    history = [programs.advance(dqn.step, chunks, ENV, length, runner.summarise_chunk)
+               for length in (iterations // 4, iterations // 2, iterations // 4)]
+    _, (_, metrics) = sweep.run(dqn.train, runs, ENV, runs_per_program=2)
+    episodes = np.stack([np.asarray(h["episodes"]) for h in history], axis=1)
     quarters = np.split(np.asarray(metrics["episodes"]), [iterations // 4, 3 * iterations // 4],
                         axis=1)
     np.testing.assert_array_equal(episodes, np.stack([q.sum(1) for q in quarters], axis=1))
-    loss = np.stack([np.asarray(h["loss"]) for h in run.history], axis=1)
+    loss = np.stack([np.asarray(h["loss"]) for h in history], axis=1)
     want = np.stack([q.mean(1) for q in np.split(np.asarray(metrics["loss"]),
                                                   [iterations // 4, 3 * iterations // 4],
                                                   axis=1)], axis=1)
     np.testing.assert_allclose(loss, want, rtol=1e-6)  # the same numbers, summed in float64
-    assert [row["nonfinite"] for row in run.history] == [[0.0] * 4] * 3
+    assert [row["nonfinite"] for row in history] == [[0.0] * 4] * 3
 
 
 def test_three_learning_rates_through_the_readme_api_compile_once():
@@ -150,7 +151,7 @@ def test_sweep_rejects_unbatched_configs():
     runs = sweep.Runs(jax.random.split(jax.random.PRNGKey(0), 3), BASE, PARAMS,
                       np.arange(3)[None])
     with pytest.raises(ConfigError, match="batched along a leading axis of 3"):
-        sweep.sweep(dqn.train, runs, ENV)
+        sweep.run(dqn.train, runs, ENV)
     assert stack([BASE, BASE]).learning_rate.shape == (2,)
 
 

@@ -25,8 +25,8 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import optax
 
-    from minirl import envs, runner, sweep
-    from minirl.algos import ALGORITHMS, dqn, ppo
+    from minirl import envs, parallel, programs, runner, sweep
+    from minirl.algos import dqn, ppo
 
     assert jax.device_count() == 4, jax.devices()
     DEVICES = jax.devices()
@@ -64,7 +64,7 @@ SCRIPT = textwrap.dedent(
         # and 4 devices (on 4, one device idles). Every output is identical, bit for bit.
         for algo, base in ((dqn, DQN), (ppo, PPO)):
             runs = sweep.expand(base, ENV, PARAMS, sweep.grid(lr=[1e-3, 3e-4, 1e-4]), seeds=2)
-            outs = [sweep.sweep(algo.train, runs, ENV, runs_per_program=2, devices=DEVICES[:d])
+            outs = [sweep.run(algo.train, runs, ENV, runs_per_program=2, devices=DEVICES[:d])
                     for d in (1, 2, 4)]
             for rows, out in outs:
                 assert rows.tolist() == list(range(6))
@@ -75,8 +75,9 @@ SCRIPT = textwrap.dedent(
     @check("groups_run_on_distinct_devices")
     def _():
         runs = sweep.seeds_of(DQN, ENV, PARAMS, seeds=4)
-        run = sweep.init_chunked(dqn.init, runs, ENV, runs_per_program=1, devices=DEVICES)
-        placed = [next(iter(jax.tree.leaves(s)[0].devices())) for s in run.states]
+        chunks = programs.start(dqn.init, runs.keys, runs.configs, ENV, runs.env_params,
+                                runs_per_program=1, devices=DEVICES)
+        placed = [next(iter(jax.tree.leaves(s)[0].devices())) for s in chunks.states]
         assert placed == DEVICES, placed
 
 
@@ -86,10 +87,11 @@ SCRIPT = textwrap.dedent(
         n = DQN.num_iterations
         out = []
         for d in (1, 4):
-            run = sweep.train_chunked(dqn.init, dqn.step, runs, ENV, [n // 2, n - n // 2],
-                                      runner.summarise_chunk, runs_per_program=2,
-                                      devices=DEVICES[:d])
-            out.append((run.history, run.host_state()))
+            chunks = programs.start(dqn.init, runs.keys, runs.configs, ENV, runs.env_params,
+                                    runs_per_program=2, devices=DEVICES[:d])
+            history = [programs.advance(dqn.step, chunks, ENV, length, runner.summarise_chunk)
+                       for length in (n // 2, n - n // 2)]
+            out.append((history, chunks.host_state()))
         assert out[0][0] == out[1][0]  # every summary, every run, every chunk
         assert_bits_equal(out[0][1], out[1][1])
 
@@ -97,18 +99,16 @@ SCRIPT = textwrap.dedent(
     @check("train_and_resume_across_device_counts")
     def _():
         with tempfile.TemporaryDirectory() as tmp:
-            kw = dict(config=DQN, env_id="CartPole-v1", seeds=3, target_chunks=4,
-                      runs_per_program=1)
-            whole = runner.train("dqn", ALGORITHMS, f"{tmp}/a", devices=DEVICES[:1], **kw)
-            split = runner.train("dqn", ALGORITHMS, f"{tmp}/b", devices=DEVICES,
+            kw = dict(seeds=3, target_chunks=4, runs_per_program=1)
+            whole = runner.train(dqn, DQN, ENV, PARAMS, out_dir=f"{tmp}/a",
+                                 devices=DEVICES[:1], **kw)
+            split = runner.train(dqn, DQN, ENV, PARAMS, out_dir=f"{tmp}/b", devices=DEVICES,
                                  stop_after_chunks=2, **kw)
             assert split.done_chunks == 2
-            resumed = runner.train("dqn", ALGORITHMS, f"{tmp}/b", devices=DEVICES[:2],
-                                   resume=True)
+            resumed = runner.resume(f"{tmp}/b", dqn, ENV, PARAMS, devices=DEVICES[:2])
             assert resumed.finished and whole.history == resumed.history
-            _, state_a = runner.load_run(f"{tmp}/a", ALGORITHMS)
-            _, state_b = runner.load_run(f"{tmp}/b", ALGORITHMS)
-            assert_bits_equal(state_a, state_b)
+            assert_bits_equal(whole.state, resumed.state)
+            assert_bits_equal(runner.load(f"{tmp}/a", dqn, ENV, PARAMS)[1], resumed.state)
 
 
     # A small self-contained data-parallel learner: linear regression on data that each
@@ -144,7 +144,7 @@ SCRIPT = textwrap.dedent(
         updates, opt_state = opt.update(grad, state.opt_state)
         return Toy(state.w + updates, opt_state, x, key), {"loss": loss}
 
-    FOUR = sweep.make_mesh(DEVICES)
+    FOUR = parallel.make_mesh(DEVICES)
 
 
     @check("data_parallel_toy")
@@ -154,7 +154,7 @@ SCRIPT = textwrap.dedent(
         single_state, single_metrics = jax.jit(
             lambda s, c: jax.lax.scan(lambda s, _: toy_step(s, c, None, None), s, length=25)
         )(state, config)
-        run = sweep.data_parallel(toy_step, FOUR, state, lambda s: s.x, None, length=25)
+        run = parallel.data_parallel(toy_step, FOUR, state, lambda s: s.x, None, length=25)
         dp_state, dp_metrics = run(state, config, None)
         assert len(dp_state.x.sharding.device_set) == 4
         np.testing.assert_allclose(dp_state.w, single_state.w, rtol=1e-5, atol=1e-6)
@@ -173,7 +173,7 @@ SCRIPT = textwrap.dedent(
         single_state, single_metrics = jax.jit(
             lambda s, c, p: jax.lax.scan(lambda s, _: ppo.step(s, c, ENV, p), s, length=steps)
         )(state, config, PARAMS)
-        run = sweep.data_parallel(ppo.step, FOUR, state, lambda s: s.env, ENV, length=steps)
+        run = parallel.data_parallel(ppo.step, FOUR, state, lambda s: s.env, ENV, length=steps)
         dp_state, dp_metrics = run(state, config, PARAMS)
         assert len(dp_state.env.obs.sharding.device_set) == 4
         for name in ("episodes", "env_steps"):

@@ -120,23 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _jax_started() -> bool:
-    """Whether JAX has already created its backends (then the device count is fixed)."""
-    if "jax" not in sys.modules:
-        return False
-    try:
-        from jax._src import xla_bridge
-
-        return bool(xla_bridge._backends)
-    except (ImportError, AttributeError):  # a JAX without this internal: assume started
-        return True
-
-
 def request_cpu_devices(count: int | None = None) -> bool:
-    """Ask XLA for one CPU device per core (or ``count``) unless JAX has started or the
-    user set ``--xla_force_host_platform_device_count`` already. Returns whether it did."""
+    """Ask XLA for one CPU device per core (or ``count``) unless JAX is already imported
+    (its backends may have started, and then the device count is fixed; JAX has no public
+    way to ask) or the user set ``--xla_force_host_platform_device_count``. Returns whether
+    it did. The ``minirl`` command calls this before anything imports JAX."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if _jax_started() or "xla_force_host_platform_device_count" in flags:
+    if "jax" in sys.modules or "xla_force_host_platform_device_count" in flags:
         return False
     count = count or os.cpu_count() or 1
     os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
@@ -160,13 +150,17 @@ def distributed_main() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        print(f"minirl: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command in ("train", "sweep") and not getattr(args, "coordinator", None):
+        request_cpu_devices()  # before anything below imports JAX
     from minirl.checkpoint import CheckpointError
     from minirl.core.config import ConfigError
 
     try:
-        args = build_parser().parse_args(argv)
-        if args.command in ("train", "sweep") and not getattr(args, "coordinator", None):
-            request_cpu_devices()
         from minirl.cli import commands
 
         return commands.COMMANDS[args.command](args, argv)

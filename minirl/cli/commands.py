@@ -5,16 +5,11 @@ the commands, after ``minirl.cli.main`` has chosen the device count.
 """
 
 import argparse
-import dataclasses
 import os
 import sys
-from typing import Any, get_args, get_origin
 
 from minirl.cli import UsageError
 from minirl.core.config import ConfigError
-
-ENV_PREFIX = "env."
-
 
 # ----------------------------------------------------------------------------- parsing
 
@@ -33,86 +28,23 @@ def _algorithm(name: str):
     return algorithms[name]
 
 
-def parse_value(config_cls: type, name: str, text: str) -> Any:
-    """Parse ``text`` as the type of field ``name`` of ``config_cls``."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    if name not in fields:
-        raise ConfigError(
-            f"unknown field {name!r} for {config_cls.__module__.rsplit('.', 1)[-1]}; "
-            f"fields: {', '.join(fields)} (env parameters: {ENV_PREFIX}FIELD)"
-        )
-    annotation = fields[name].type
-    try:
-        if annotation is bool:
-            lowered = text.strip().lower()
-            if lowered not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return lowered in ("true", "1", "yes")
-        if annotation is int:
-            return int(text)
-        if annotation is float:
-            return float(text)
-        if get_origin(annotation) is tuple:
-            item = get_args(annotation)[0]
-            parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
-            return tuple(item(p) for p in parts)
-        return text
-    except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a valid {_type_name(annotation)}") from None
+def parse_options(planner: str, texts: list[str]) -> tuple[dict, dict]:
+    """``["horizon=30", "env.g=9"]`` → (planner options typed like their defaults, env
+    changes)."""
+    from minirl import configs
+    from minirl.planning import mpc
 
-
-def _type_name(annotation: Any) -> str:
-    if get_origin(annotation) is tuple:
-        return "comma-separated list of " + get_args(annotation)[0].__name__
-    return getattr(annotation, "__name__", str(annotation))
-
-
-def _number(name: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"{name}={text!r} is not a number") from None
-
-
-def parse_sets(config_cls: type | None, assignments: list[str]) -> tuple[dict, dict]:
-    """``["lr=1e-3", "env.gravity=3.7"]`` → (typed config overrides, env overrides)."""
-    overrides, env_overrides = {}, {}
-    for assignment in assignments:
-        name, sep, text = assignment.partition("=")
-        name, text = name.strip(), text.strip()
-        if not sep or not name:
-            raise UsageError(f"--set {assignment!r} must look like field=value")
-        if name.startswith(ENV_PREFIX):
-            env_overrides[name[len(ENV_PREFIX):]] = _number(name, text)
-        elif config_cls is None:
-            overrides[name] = _number(name, text)
-        else:
-            overrides[name] = parse_value(config_cls, name, text)
-    return overrides, env_overrides
-
-
-def parse_grid(config_cls: type, assignments: list[str]) -> dict[str, list[Any]]:
-    """``["lr=1e-4,3e-4", "env.gravity=9.8,3.7"]`` → ``{"learning_rate": [...],
-    "env.gravity": [...]}``; unknown or static fields raise a one-line error."""
-    from minirl import sweep
-
-    values: dict[str, list[Any]] = {}
-    for assignment in assignments:
-        name, sep, text = assignment.partition("=")
-        name = name.strip()
-        if not sep or not name or not text.strip():
-            raise UsageError(f"--grid {assignment!r} must look like field=value1,value2,...")
-        parts = [part.strip() for part in text.split(",") if part.strip()]
-        if name.startswith(ENV_PREFIX):
-            field = name
-            parsed = [_number(name, part) for part in parts]
-        else:
-            field = sweep.sweepable_field(config_cls, name)
-            parsed = [parse_value(config_cls, field, part) for part in parts]
-        if field in values:
-            raise UsageError(f"--grid {field} is given twice")
-        values[field] = parsed
-    return values
+    defaults = mpc.planner_options(planner)
+    options, env_changes = {}, {}
+    for text in texts:
+        name, value = configs.split_text("--set", text, "option=value")
+        if name.startswith(configs.ENV_PREFIX):
+            env_changes[name[len(configs.ENV_PREFIX):]] = configs.number(name, value)
+            continue
+        mpc.planner_options(planner, {name: None})  # an unknown option names the allowed
+        kind = int if isinstance(defaults[name], int) else float
+        options[name] = configs.parse_text(name, kind, value)
+    return options, env_changes
 
 
 def _check_counts(args: argparse.Namespace, *names: str) -> None:
@@ -138,11 +70,24 @@ def _devices(count: int | None) -> list:
     return devices
 
 
+def _recorded_env(meta: dict):
+    """The gymnax env a run recorded; a run on a user's own env has no id to rebuild from."""
+    from minirl import envs
+
+    if meta.get("env") is None:
+        raise ConfigError(
+            f"this run was trained on a user's environment ({meta.get('env_name')}), which the "
+            "command line cannot rebuild; resume or evaluate it from Python "
+            "(minirl.runner.resume, minirl.runner.evaluate_run), passing the environment again"
+        )
+    return envs.make(meta["env"], **meta.get("env_overrides", {}))
+
+
 # ----------------------------------------------------------------------------- train
 
 
 def cmd_train(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from minirl import checkpoint, envs, runner
+    from minirl import configs, envs, runner
     from minirl.cli import output
 
     algo = _algorithm(args.algo)
@@ -152,48 +97,29 @@ def cmd_train(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.env or args.steps or args.set:
             raise UsageError("--resume continues a run as configured; drop --env/--steps/--set")
         out_dir = args.resume
-        meta = checkpoint.read_metadata(os.path.join(out_dir, runner.CHECKPOINT))
-        seeds, total = meta.get("seeds", 1), meta.get("config", {}).get("total_steps", 0)
-        config = env_id = env_overrides = None
-        print(f"resuming {meta.get('algo')} on {meta.get('env')} from {out_dir}", file=sys.stderr)
+        meta = runner.read_metadata(out_dir)
+        if meta["algo"] != args.algo:
+            raise ConfigError(f"--resume {out_dir} holds a {meta['algo']} run, not {args.algo}")
+        progress = output.Progress(f"resuming {meta['algo']} on {meta['env']} from {out_dir}")
+        run = runner.resume(out_dir, algo, *_recorded_env(meta), report=progress,
+                            stop_after_chunks=args.stop_after_chunks, devices=devices)
     else:
         if not args.env:
             raise UsageError("--env is required (e.g. --env CartPole-v1); see `minirl list`")
-        env_id = args.env
-        overrides, env_overrides = parse_sets(algo.Config, args.set)
-        config = runner.make_config(algo, env_id, args.steps, overrides)
-        env, env_params = envs.make(env_id, **env_overrides)
-        env_overrides = {name: getattr(env_params, name) for name in env_overrides}  # typed
-        runner.check_compatible(algo, args.algo, env, env_params)
-        runner.check_memory(algo, config, env, env_params, args.seeds)
-        out_dir = args.out or os.path.join("runs", f"{args.algo}-{env_id}")
-        if os.path.exists(os.path.join(out_dir, runner.CHECKPOINT)):
-            raise UsageError(
-                f"{out_dir} already holds a run; continue it with --resume {out_dir} "
-                "or choose another --out"
-            )
-        seeds, total = args.seeds, config.total_steps
-        print(
-            f"training {args.algo} on {env_id}: {total:,} env steps × {seeds} seeds → {out_dir}"
-            " (compiling, then running)",
-            file=sys.stderr,
+        out_dir = args.out or os.path.join("runs", f"{args.algo}-{args.env}")
+        changes, env_changes = configs.parse_sets(algo.Config, args.set)
+        env, env_params = envs.make(args.env, **env_changes)
+        config = configs.make(algo, args.env, args.steps, changes)
+        progress = output.Progress(
+            f"training {args.algo} on {args.env}: {config.total_steps:,} env steps × "
+            f"{args.seeds} seeds → {out_dir} (compiling, then running)"
         )
-    run = runner.train(
-        args.algo,
-        _algorithms(),
-        out_dir,
-        config=config,
-        env_id=env_id,
-        env_overrides=env_overrides,
-        seeds=seeds,
-        seed=args.seed,
-        resume=bool(args.resume),
-        stop_after_chunks=args.stop_after_chunks,
-        report=output.Progress(total, seeds),
-        target_chunks=args.chunks,
-        runs_per_program=args.runs_per_program,
-        devices=devices,
-    )
+        run = runner.train(
+            algo, config, env, env_params, seeds=args.seeds, seed=args.seed, out_dir=out_dir,
+            env_id=args.env, env_overrides=env_changes, report=progress,
+            stop_after_chunks=args.stop_after_chunks, target_chunks=args.chunks,
+            runs_per_program=args.runs_per_program, devices=devices,
+        )
     if not run.finished:
         print(
             f"stopped after {run.done_chunks}/{len(run.chunks)} chunks; continue with "
@@ -201,8 +127,7 @@ def cmd_train(args: argparse.Namespace, argv: list[str] | None) -> int:
             file=sys.stderr,
         )
         return 0
-    result = output.write_run_outputs(run, out_dir)
-    output.print_table(result)
+    output.print_table(run.summary())
     print(f"wrote {out_dir}/summary.json, metrics.csv, curve.png, {runner.CHECKPOINT}")
     return 0
 
@@ -213,15 +138,14 @@ def cmd_train(args: argparse.Namespace, argv: list[str] | None) -> int:
 def cmd_eval(args: argparse.Namespace, argv: list[str] | None) -> int:
     import numpy as np
 
-    from minirl import envs, runner
+    from minirl import runner
 
     _check_counts(args, "episodes")
-    run, state = runner.load_run(args.dir, _algorithms())
-    algo = _algorithms()[run.algo_name]
-    env, env_params = envs.make(run.env_id, **run.env_overrides)
-    params = state.learner.params
-    returns = runner.evaluate(algo, run.config, env, env_params, params, args.episodes,
-                              args.seed)
+    meta = runner.read_metadata(args.dir)
+    algo = _algorithm(meta["algo"])
+    env, env_params = _recorded_env(meta)
+    run, returns = runner.evaluate_run(args.dir, algo, env, env_params, args.episodes,
+                                       args.seed)
     print(f"greedy returns over {args.episodes} episodes, {run.algo_name} on {run.env_id}:")
     for s, row in enumerate(returns):
         print(
@@ -232,8 +156,8 @@ def cmd_eval(args: argparse.Namespace, argv: list[str] | None) -> int:
     if args.gif:
         from minirl.cli import animation
 
-        frames = animation.write_gif(algo, run.config, env, env_params, params, run.env_id,
-                                     args.gif, seed=args.seed)
+        frames = animation.write_gif(algo, run.config, env, env_params, run.state.learner.params,
+                                     run.env_id, args.gif, seed=args.seed)
         print(f"wrote {args.gif} ({frames} frames, seed {run.seed}'s greedy episode)")
     return 0
 
@@ -242,24 +166,21 @@ def cmd_eval(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from minirl import envs
+    from minirl import envs, runner
     from minirl.cli import output
-    from minirl.planning import mpc
 
     _check_counts(args, "seeds", "steps")
-    options, env_overrides = parse_sets(None, args.set)
-    env, env_params = envs.make(args.env, **env_overrides)
     out_dir = args.out or os.path.join("runs", f"plan-{args.planner}-{args.env}")
+    options, env_changes = parse_options(args.planner, args.set)
+    env, env_params = envs.make(args.env, **env_changes)
     print(
         f"planning with {args.planner} on {args.env}: {args.seeds} seeds → {out_dir} "
         "(one jitted program; compiling, then running)",
         file=sys.stderr,
     )
-    result = mpc.run_planner(args.planner, env, env_params, args.seeds, args.steps, options,
-                             args.seed)
-    result["env"] = args.env
-    result["env_overrides"] = env_overrides
-    summary = output.write_plan_outputs(result, out_dir)
+    summary = runner.plan(args.planner, env, env_params, seeds=args.seeds, seed=args.seed,
+                          steps=args.steps, options=options, out_dir=out_dir,
+                          env_id=args.env, env_overrides=env_changes)
     output.print_table(summary)
     print(f"wrote {out_dir}/summary.json, metrics.csv, curve.png")
     return 0
@@ -275,66 +196,59 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise UsageError(f"--process-id={args.process_id} must be < --num-processes")
     if not args.grid:
         raise UsageError("give at least one --grid FIELD=V1,V2,... (e.g. --grid lr=1e-4,1e-3)")
-    if args.coordinator:
-        from minirl import distributed
-
-        try:  # jax.distributed must start before JAX's backends (gymnax's import)
-            distributed.initialize(args.coordinator, args.num_processes, args.process_id)
-        except RuntimeError:
-            if argv is not None:
-                raise UsageError(
-                    "--coordinator needs a fresh process: run `minirl sweep ...` as a command"
-                ) from None
-            _reexec_distributed(sys.argv[1:])  # does not return
-    elif args.num_processes > 1:
+    if args.num_processes > 1 and not args.coordinator:
         raise UsageError("--num-processes > 1 needs --coordinator HOST:PORT")
+    if args.coordinator:
+        _start_distributed(args, argv)
 
     import jax
 
-    from minirl import envs, runner, sweep
+    from minirl import configs, envs, runner
     from minirl.cli import output
 
     algo = _algorithm(args.algo)
-    values = parse_grid(algo.Config, args.grid)
-    overrides, env_overrides = parse_sets(algo.Config, args.set)
-    for name in values:
-        if name in overrides or (name.startswith(ENV_PREFIX) and
-                                 name[len(ENV_PREFIX):] in env_overrides):
-            raise UsageError(f"{name} is given both in --grid and in --set")
-    base = runner.make_config(algo, args.env, args.steps, overrides)
-    env, env_params = envs.make(args.env, **env_overrides)
-    env_overrides = {name: getattr(env_params, name) for name in env_overrides}  # typed
-    runner.check_compatible(algo, args.algo, env, env_params)
     devices = _devices(args.devices)
-    sizes = [len(v) for v in values.values()]
-    if args.zip and len(set(sizes)) > 1:
-        raise UsageError(f"--zip needs the same number of values in every --grid; got {sizes}")
-    assignments = sweep.zip_values(**values) if args.zip else sweep.grid(**values)
-    runs = sweep.expand(base, env, env_params, assignments, args.seeds, args.seed)
-    k = args.runs_per_program or sweep.default_runs_per_program(runs.num_runs)
-    local_runs = -(-runs.num_runs // (k * jax.process_count())) * k
-    runner.check_memory(algo, base, env, env_params, min(local_runs, runs.num_runs))
     out_dir = args.out or os.path.join("runs", f"sweep-{args.algo}-{args.env}")
     lead = jax.process_index() == 0
-    if lead:
-        print(
-            f"sweeping {args.algo} on {args.env}: {len(assignments)} configurations × "
-            f"{args.seeds} seeds = {runs.num_runs} runs × {base.total_steps:,} env steps, "
-            f"{k} runs per program on {len(devices)} device(s) × {jax.process_count()} "
-            f"process(es) → {out_dir} (compiling, then running)",
-            file=sys.stderr,
-        )
-    result = output.run_sweep(
-        args.algo, algo, base, env, env_params, args.env, values, assignments, runs,
-        seeds=args.seeds, seed=args.seed, zipped=args.zip, target_chunks=args.chunks,
-        runs_per_program=k, devices=devices, out_dir=out_dir, lead=lead,
-        env_overrides=env_overrides,
+    grid = configs.parse_grid(algo.Config, args.grid)
+    changes, env_changes = configs.parse_sets(algo.Config, args.set)
+    for name in grid:
+        if name in changes or name.removeprefix(configs.ENV_PREFIX) in env_changes:
+            raise UsageError(f"{name} is given both in --grid and in --set")
+    env, env_params = envs.make(args.env, **env_changes)
+    base = configs.make(algo, args.env, args.steps, changes)
+    progress = output.Progress(
+        f"sweeping {args.algo} on {args.env}: {' × '.join(map(str, map(len, grid.values())))}"
+        f"{' (zipped)' if args.zip else ''} values × {args.seeds} seeds × "
+        f"{base.total_steps:,} env steps on {len(devices)} device(s) × {jax.process_count()} "
+        f"process(es) → {out_dir} (compiling, then running)",
+        unit="run",
     )
-    if lead:
-        output.write_sweep_outputs(result, out_dir)
+    result = runner.sweep(
+        algo, base, env, env_params, grid, zipped=args.zip, seeds=args.seeds, seed=args.seed,
+        out_dir=out_dir, env_id=args.env, env_overrides=env_changes,
+        report=progress if lead else None, target_chunks=args.chunks,
+        runs_per_program=args.runs_per_program, devices=devices,
+    )
+    if result is not None:  # process 0
         output.print_ranking(result)
         print(f"wrote {out_dir}/summary.json, sweep.png")
     return 0
+
+
+def _start_distributed(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """``jax.distributed`` must start before JAX's backends (gymnax's import): here, or in a
+    fresh process running this same command line."""
+    from minirl import distributed
+
+    try:
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except RuntimeError:
+        if argv is not None:
+            raise UsageError(
+                "--coordinator needs a fresh process: run `minirl sweep ...` as a command"
+            ) from None
+        _reexec_distributed(sys.argv[1:])  # does not return
 
 
 def _reexec_distributed(argv: list[str]) -> None:

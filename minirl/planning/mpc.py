@@ -9,7 +9,7 @@ value), and only the first action a_t of the plan is executed in the real enviro
 (Mayne et al., 2000, "Constrained model predictive control: stability and optimality";
 Levine, CS 285 lecture 11). The whole episode is one ``lax.scan``, so it jits end to end and
 vmaps over seeds. Any planner plugs in through :class:`Planner`: random shooting, CEM, MCTS
-and iLQR are provided. :func:`run_planner` is the host-level entry point of ``minirl plan``.
+and iLQR are provided; ``minirl.runner.plan`` runs one by name (``minirl plan``).
 
 The model is any environment (gymnax 1.x interface), a learned one included. Planning needs
 steps that do not auto-reset: :func:`step_without_reset` uses gymnax's ``step_env`` and
@@ -17,14 +17,12 @@ steps that do not auto-reset: :func:`step_without_reset` uses gymnax's ``step_en
 matters after the episode ended, where everything is masked).
 """
 
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..core import rollout
 from ..core.config import ConfigError, check_choice, check_positive_int
@@ -352,39 +350,34 @@ PLANNERS: dict[str, tuple[str, dict[str, Any]]] = {
 """planner name -> (the envs it plans in, default options). "differentiable": an env with
 differentiable transitions and a vector view of its state (``VECTOR_FIELDS``)."""
 
-_INTEGER_OPTIONS = ("horizon", "num_samples", "num_elites", "iterations", "num_simulations",
-                    "max_iterations", "max_depth", "num_rollouts")
-
-
-def make_planner(
-    planner: str, env: Any, env_params: Any, options: dict[str, Any] | None = None
-) -> Planner:
-    """The named planner for ``env`` with ``options`` overriding its defaults; a
-    :class:`ConfigError` names an unknown planner or option, a bad value, or an env the
-    planner cannot plan in."""
+def planner_options(planner: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The named planner's default options with ``options`` applied (names checked)."""
     check_choice("planner", planner, PLANNERS)
-    needs, defaults = PLANNERS[planner]
-    if needs == "differentiable" and _env_name(env) not in VECTOR_FIELDS:
-        raise ConfigError(
-            f"env={_env_name(env)!r} is not supported by ilqr; it needs differentiable "
-            f"transitions and a state vector (supported: {', '.join(VECTOR_FIELDS)})"
-        )
+    defaults = PLANNERS[planner][1]
     options = dict(options or {})
     unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise ConfigError(
             f"unknown option {unknown[0]!r} for planner {planner!r}; allowed: {', '.join(defaults)}"
         )
-    merged = {**defaults, **options}
-    for name in _INTEGER_OPTIONS:
-        if name in merged:
-            if float(merged[name]) != int(merged[name]):
-                raise ConfigError(f"{name}={merged[name]!r} must be an integer ≥ 1")
-            merged[name] = int(merged[name])
-            check_positive_int(name, merged[name])
-    if "rollout_depth" in merged:
-        merged["rollout_depth"] = int(merged["rollout_depth"])
-        check_positive_int("rollout_depth", merged["rollout_depth"], minimum=0)
+    return {**defaults, **options}
+
+
+def make_planner(
+    planner: str, env: Any, env_params: Any, options: dict[str, Any] | None = None
+) -> Planner:
+    """The named planner for ``env`` with ``options`` overriding its defaults; a
+    :class:`ConfigError` names an unknown planner or option, a bad value (sizes are integers
+    ≥ 1, ``rollout_depth`` ≥ 0), or an env the planner cannot plan in."""
+    merged = planner_options(planner, options)
+    if PLANNERS[planner][0] == "differentiable" and _env_name(env) not in VECTOR_FIELDS:
+        raise ConfigError(
+            f"env={_env_name(env)!r} is not supported by ilqr; it needs differentiable "
+            f"transitions and a state vector (supported: {', '.join(VECTOR_FIELDS)})"
+        )
+    for name, value in merged.items():
+        if isinstance(PLANNERS[planner][1][name], int):
+            check_positive_int(name, value, minimum=0 if name == "rollout_depth" else 1)
     factory = {
         "random_shooting": random_shooting_planner,
         "cem": cem_planner,
@@ -392,41 +385,3 @@ def make_planner(
         "ilqr": lambda e, p, **kw: ilqr_planner(e, p, fields=VECTOR_FIELDS[_env_name(e)], **kw),
     }[planner]
     return factory(env, env_params, **merged)
-
-
-def run_planner(
-    planner: str,
-    env: Any,
-    env_params: Any,
-    seeds: int = 4,
-    steps: int | None = None,
-    options: dict[str, Any] | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """One MPC episode per seed, all seeds in one jitted, vmapped program.
-
-    ``steps`` defaults to the env's episode limit. Returns a dict of host values:
-    ``returns`` [seeds] and ``lengths`` [seeds] (the episode of each seed),
-    ``rewards`` [seeds, steps] (per-step rewards, zero after the episode ended),
-    ``options`` (the planner options used), ``env_steps`` (seeds × steps) and
-    ``wall_time_s`` (including compilation).
-    """
-    check_positive_int("seeds", seeds)
-    plan = make_planner(planner, env, env_params, options)
-    if steps is None:
-        steps = int(getattr(env_params, "max_steps_in_episode", 200))
-    check_positive_int("steps", steps)
-    keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-    run = jax.jit(jax.vmap(lambda key: mpc(key, env, env_params, plan, steps)))
-    start = time.perf_counter()
-    result = jax.block_until_ready(run(keys))
-    wall = time.perf_counter() - start
-    return {
-        "planner": planner,
-        "options": {**PLANNERS[planner][1], **(options or {})},
-        "returns": np.asarray(result.episode_return),
-        "lengths": np.asarray(result.episode_length),
-        "rewards": np.asarray(result.rewards),
-        "env_steps": seeds * steps,
-        "wall_time_s": wall,
-    }

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minirl import envs, runner
+from minirl import envs
 from minirl.algos import soft_q
 from minirl.core import exploration, losses, rollout
 from minirl.core.config import ConfigError, stack
@@ -434,17 +434,3 @@ def test_a_network_with_the_wrong_output_is_refused():
 def test_bad_config_names_the_field(overrides, field):
     with pytest.raises(ConfigError, match=field):
         small_config(**overrides)
-
-
-def test_resume_through_the_runner_equals_an_uninterrupted_run(tmp_path):
-    algorithms = {"soft_q": soft_q}
-    config = small_config(total_steps=400)
-    kwargs = dict(config=config, env_id="CartPole-v1", seeds=2, target_chunks=4)
-    whole = runner.train("soft_q", algorithms, str(tmp_path / "whole"), **kwargs)
-    runner.train("soft_q", algorithms, str(tmp_path / "cut"), stop_after_chunks=1, **kwargs)
-    resumed = runner.train("soft_q", algorithms, str(tmp_path / "cut"), resume=True)
-    assert resumed.history == whole.history
-    state_a = runner.load_run(str(tmp_path / "whole"), algorithms)[1]
-    state_b = runner.load_run(str(tmp_path / "cut"), algorithms)[1]
-    for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -1,4 +1,4 @@
-"""The MPC loop and ``run_planner``, and the demonstrations (marked ``learning``):
+"""The MPC loop and ``runner.plan``, and the demonstrations (marked ``learning``):
 iLQR swings Pendulum-v1 up, CEM-MPC balances it, MCTS keeps CartPole up."""
 
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minirl import envs
+from minirl import envs, runner
 from minirl.core.config import ConfigError
 from minirl.planning import mpc
 from tests.algos.learning import FIRST_SEED
@@ -44,17 +44,21 @@ def test_mpc_stops_counting_at_the_episode_end():
     assert float(result.rewards[length:].sum()) == 0.0
 
 
-def test_run_planner_reports_per_seed_returns():
-    out = mpc.run_planner(
+def test_runner_plan_reports_per_seed_returns(tmp_path):
+    out = runner.plan(
         "random_shooting",
         *envs.make("Pendulum-v1"),
         seeds=2,
         steps=10,
         options={"horizon": 5, "num_samples": 8},
+        out_dir=str(tmp_path),
     )
-    assert out["returns"].shape == (2,) and out["rewards"].shape == (2, 10)
-    assert out["options"]["horizon"] == 5 and out["env_steps"] == 20
-    np.testing.assert_allclose(out["returns"], out["rewards"].sum(-1), rtol=1e-5)
+    assert len(out["final_returns"]) == 2 and out["steps"] == 10
+    assert out["options"]["horizon"] == 5 and out["options"]["num_samples"] == 8
+    rows = np.loadtxt(tmp_path / "metrics.csv", delimiter=",", skiprows=1)  # seed, t, r, G
+    assert rows.shape == (20, 4)
+    sums = [rows[rows[:, 0] == s, 2].sum() for s in (0, 1)]
+    np.testing.assert_allclose(out["final_returns"], sums, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -69,9 +73,9 @@ def test_run_planner_reports_per_seed_returns():
         ("cem", "Pendulum-v1", {"num_elites": 500}, "num_elites=500"),
     ],
 )
-def test_run_planner_rejects_bad_input(planner, env_id, options, match):
+def test_runner_plan_rejects_bad_input(planner, env_id, options, match):
     with pytest.raises(ConfigError, match=match):
-        mpc.run_planner(planner, *envs.make(env_id), seeds=1, steps=2, options=options)
+        runner.plan(planner, *envs.make(env_id), seeds=1, steps=2, options=options)
 
 
 @pytest.mark.parametrize("name, env_id", [("random_shooting", "Pendulum-v1"),
@@ -86,9 +90,9 @@ def test_cem_plans_with_changed_env_parameters():
     """The planner's model is the env with the user's parameters (here a weaker motor: the
     plan's actions stay within the smaller bounds)."""
     env, params = envs.make("Pendulum-v1", max_torque=0.5)
-    out = mpc.run_planner("cem", env, params, seeds=1, steps=5,
-                          options={"horizon": 4, "num_samples": 16, "num_elites": 4})
-    assert out["rewards"].shape == (1, 5)
+    out = runner.plan("cem", env, params, seeds=1, steps=5,
+                      options={"horizon": 4, "num_samples": 16, "num_elites": 4})
+    assert len(out["final_returns"]) == 1 and out["steps"] == 5
     planner = mpc.make_planner("cem", env, params, {"horizon": 4, "num_samples": 16,
                                                      "num_elites": 4})
     result = jax.jit(lambda key: mpc.mpc(key, env, params, planner, 5))(jax.random.PRNGKey(0))
@@ -119,12 +123,12 @@ def test_cem_mpc_pendulum():
     hanging down even a good swing-up costs about −330), so the median of 4 moved from
     −120-ish to −281 between first seeds 0 and 1000; over 16 it was −120, −123 and −119
     for first seeds 0, 1000 and 1."""
-    out = mpc.run_planner("cem", *envs.make("Pendulum-v1"), seeds=16, seed=FIRST_SEED)
-    assert np.median(out["returns"]) >= -200.0, out["returns"]
+    out = runner.plan("cem", *envs.make("Pendulum-v1"), seeds=16, seed=FIRST_SEED)
+    assert np.median(out["final_returns"]) >= -200.0, out["final_returns"]
 
 
 @pytest.mark.learning
 def test_mcts_keeps_cartpole_up():
-    out = mpc.run_planner("mcts", *envs.make("CartPole-v1"), seeds=4, seed=FIRST_SEED,
-                          options={"num_simulations": 64})
-    assert np.median(out["returns"]) >= 475.0, out["returns"]
+    out = runner.plan("mcts", *envs.make("CartPole-v1"), seeds=4, seed=FIRST_SEED,
+                      options={"num_simulations": 64})
+    assert np.median(out["final_returns"]) >= 475.0, out["final_returns"]
