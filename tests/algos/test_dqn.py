@@ -184,6 +184,51 @@ def test_cut_traces_have_q_pi_as_fixed_point_for_a_greedy_target(seed):
     np.testing.assert_allclose(got, q_pi, rtol=1e-9, atol=1e-9)
 
 
+def cut_with_epsilon_greedy_bootstrap(q_select, q_target, P, R, T, mu, gamma, lam, epsilon, n):
+    """The expectation the dqn docstring states for "cut" traces with ε_π > 0, as dense
+    operators: X_{N−1} = T^π Q̄ and, backwards, X_k = R + γ(1 − T) Σ_s' P(s'|s, a)
+    [(1 − λμ(g|s')) V̄(s') + λμ(g|s') X_{k+1}(s', g)], g = argmax Q_sel(s'), V̄ = Σ π Q̄."""
+    pi = eps_greedy(q_select, epsilon)
+    greedy = np.argmax(q_select, axis=1)
+    v = np.sum(pi * q_target, axis=1)
+    stay = lam * mu[np.arange(S), greedy]
+    x = bellman(q_target, pi, P, R, T, gamma)
+    for _ in range(n - 1):
+        backup = (1 - stay) * v + stay * x[np.arange(S), greedy]
+        x = R + gamma * np.einsum("ijk,k->ij", P, backup) * (1.0 - T)
+    return x
+
+
+@settings(max_examples=6)
+@given(seed=st.integers(0, 10_000), n=st.sampled_from([2, 3]), lam=st.sampled_from([0.5, 1.0]),
+       double_q=st.booleans())
+def test_cut_traces_with_an_epsilon_greedy_target_continue_only_along_the_greedy_action(
+    seed, n, lam, double_q
+):
+    """ε_π = 0.3: the enumerated E_μ[G_0] is the dense recursion above, which backs up the
+    continued return only through the greedy action, with weight λμ(g|s')."""
+    P, R, T, mu, q_online, q_target, config = _case(
+        seed, n, "cut", trace_lambda=lam, double_q=double_q, target_epsilon=0.3)
+    q_select = q_online if double_q else q_target
+    want = cut_with_epsilon_greedy_bootstrap(q_select, q_target, P, R, T, mu, 0.8, lam, 0.3, n)
+    got = expected_targets(config, q_online, q_target, P, R, T, mu, n)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_cut_traces_with_an_epsilon_greedy_target_do_not_have_its_q_as_fixed_point():
+    """At Q̄ = Q^π of the ε_π-greedy π, "cut" returns a target that is not Q^π (each step that
+    continues adds λμ(g|s')(Q^π(s', g) − V^π(s')), zero only when π is greedy), while
+    Retrace's does: "cut" is Watkins's Q(λ) only for a greedy target."""
+    P, R, T, mu, q_online, _, config = _case(3, 3, "cut", double_q=True, target_epsilon=0.3)
+    pi = eps_greedy(q_online, 0.3)
+    q_pi = q_of(pi, P, R, T, 0.8)
+    got = expected_targets(config, q_online, q_pi, P, R, T, mu, 3)
+    assert np.max(np.abs(got - q_pi)) > 1e-2
+    retrace = dataclasses.replace(config, off_policy_correction="importance")
+    np.testing.assert_allclose(expected_targets(retrace, q_online, q_pi, P, R, T, mu, 3), q_pi,
+                               rtol=1e-9, atol=1e-9)
+
+
 def test_uncorrected_return_is_biased_towards_the_behaviour_policy():
     """"none": E_μ[G_0] = ((T^μ)^{N−1} T^π Q̄)(s_0, a_0), which is not Q^π when μ ≠ π,
     even at Q̄ = Q^π (the bias the lecture notes describe)."""
@@ -271,24 +316,39 @@ def _arrays(tree):
     return jax.tree.leaves(eqx.filter(tree, eqx.is_array))
 
 
-def test_polyak_averages_after_every_update():
-    config = small_config(target_update="polyak", tau=0.1)
+def test_polyak_target_is_the_moving_average_of_the_online_networks():
+    """Through dqn.learn, τ = 0.3: after k updates θ̄_k = (1 − τ)^k θ̄_0 + Σ_j τ(1 − τ)^(k−j) θ_j
+    with θ_j the online network right after update j (the geometric weights applied to the
+    recorded networks, not the recursion)."""
+    tau = 0.3
+    config = small_config(target_update="polyak", tau=tau)
     learner, batch = _learner_and_batch(config)
-    new, _ = dqn.learn(learner, batch, config)
-    for t_new, t_old, p in zip(_arrays(new.target_params), _arrays(learner.target_params),
-                               _arrays(new.params)):
-        np.testing.assert_allclose(t_new, 0.1 * p + 0.9 * t_old, rtol=1e-5, atol=1e-7)
+    initial = [np.asarray(x, np.float64) for x in _arrays(learner.target_params)]
+    learn = jax.jit(dqn.learn)
+    online = []
+    for k in range(1, 6):
+        learner, _ = learn(learner, batch, config)
+        online.append([np.asarray(x, np.float64) for x in _arrays(learner.params)])
+        for i, got in enumerate(_arrays(learner.target_params)):
+            want = (1 - tau) ** k * initial[i] + sum(
+                tau * (1 - tau) ** (k - j) * online[j - 1][i] for j in range(1, k + 1))
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(online[0][0], online[-1][0])  # the online network did move
 
 
-def test_hard_copy_every_period_updates():
-    config = small_config(target_update="hard", target_update_period=2)
+def test_hard_target_is_the_online_network_of_the_last_multiple_of_the_period():
+    """Through dqn.learn with period 3: after update k the target is the online network as
+    it was after update 3⌊k/3⌋ (the initial target before update 3)."""
+    config = small_config(target_update="hard", target_update_period=3)
     learner, batch = _learner_and_batch(config)
-    once, _ = dqn.learn(learner, batch, config)
-    for a, b in zip(_arrays(once.target_params), _arrays(learner.target_params)):
-        np.testing.assert_array_equal(a, b)  # update 1 of 2: unchanged
-    twice, _ = dqn.learn(once, batch, config)
-    for a, b in zip(_arrays(twice.target_params), _arrays(twice.params)):
-        np.testing.assert_array_equal(a, b)  # update 2: a copy
+    learn = jax.jit(dqn.learn)
+    snapshots = {0: _arrays(learner.target_params)}
+    for k in range(1, 8):
+        learner, _ = learn(learner, batch, config)
+        snapshots[k] = _arrays(learner.params)
+        for a, b in zip(_arrays(learner.target_params), snapshots[3 * (k // 3)]):
+            np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(snapshots[3][0], snapshots[6][0])
 
 
 # ----------------------------------------------------------------------------- contract

@@ -1,5 +1,8 @@
-"""Properties of minirl.core.optim: Polyak averaging, hard target copies, and the
-clipped Adam chain whose learning rate and clipping norm are injected (traced) state."""
+"""Properties of minirl.core.optim: target networks by what they do over many updates
+(Polyak averaging trails a moving online network by (1 − τ)/τ updates and is its geometric
+moving average; a hard copy holds the online network of the last multiple of the period),
+and the clipped Adam chain whose learning rate and clipping norm are injected (traced)
+state."""
 
 import jax
 import jax.numpy as jnp
@@ -36,18 +39,50 @@ def leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-@given(SEEDS, TAUS)
-def test_polyak_is_a_convex_combination(seed, tau):
+def track(online_sequence, target, tau):
+    """θ̄_k = polyak_update(θ_k, θ̄_{k−1}, τ) along a stacked sequence θ_1 … θ_K (leaves
+    [K, ...]); every θ̄_k, stacked."""
+
+    def body(target, online):
+        target = optim.polyak_update(online, target, tau)
+        return target, target
+
+    return jax.lax.scan(body, target, online_sequence)[1]
+
+
+@given(SEEDS, st.floats(0.05, 1.0))
+def test_polyak_target_trails_a_ramp_by_one_minus_tau_over_tau_updates(seed, tau):
+    """Online θ_k = θ_0 + a·k followed by Polyak steps: the gap e_k = θ̄_k − θ_k obeys
+    e_k = (1 − τ)(e_{k−1} − a), solved by hand as e_k = e* + (1 − τ)^k (e_0 − e*) with
+    e* = −a(1 − τ)/τ: the target converges at rate 1 − τ to a copy of the online network
+    (1 − τ)/τ updates old, the lag the notes give for τ = 1 − τ'."""
     rng = np.random.default_rng(seed)
-    online, target = params(rng), params(rng)
-    new = polyak(online, target, tau)
-    for n, o, t in zip(leaves(new), leaves(online), leaves(target)):
-        assert (n >= np.minimum(o, t) - 1e-12).all() and (n <= np.maximum(o, t) + 1e-12).all()
-        np.testing.assert_allclose(n, tau * o + (1 - tau) * t, rtol=1e-12, atol=1e-12)
-    for n, o in zip(leaves(polyak(online, target, 1.0)), leaves(online)):
-        np.testing.assert_array_equal(n, o)
-    for n, t in zip(leaves(polyak(online, target, 0.0)), leaves(target)):
-        np.testing.assert_array_equal(n, t)
+    start, slope, target = params(rng), params(rng), params(rng)
+    steps = np.arange(1, 401)
+    online = jax.tree.map(lambda s, a: s + a * steps.reshape(-1, *[1] * np.ndim(a)), start,
+                          slope)
+    got = jax.jit(track)(online, target, tau)
+    for g, o, s, a, t in zip(*(leaves(x) for x in (got, online, start, slope, target))):
+        lag = -a * (1 - tau) / tau
+        decay = (1 - tau) ** steps.reshape(-1, *[1] * np.ndim(a))
+        np.testing.assert_allclose(g - o, lag + decay * (t - s - lag), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(g[-1] - o[-1], lag, rtol=1e-6, atol=1e-9)
+
+
+@given(SEEDS, TAUS, st.sampled_from([1, 5, 30]))
+def test_polyak_target_is_the_exponential_moving_average_of_the_online_networks(seed, tau, k):
+    """After k updates towards any online sequence θ_1 … θ_k, θ̄_k = (1 − τ)^k θ̄_0 +
+    Σ_j τ(1 − τ)^(k − j) θ_j: the geometric weights applied directly (they sum to one)."""
+    rng = np.random.default_rng(seed)
+    target = params(rng)
+    online = jax.tree.map(lambda x: np.cumsum(rng.normal(size=(k, *np.shape(x))), axis=0),
+                          params(rng))  # a random walk
+    got = jax.jit(track)(online, target, tau)
+    weights = tau * (1 - tau) ** (k - np.arange(1, k + 1))
+    np.testing.assert_allclose(weights.sum() + (1 - tau) ** k, 1.0, rtol=1e-12)
+    for g, o, t in zip(*(leaves(x) for x in (got, online, target))):
+        want = (1 - tau) ** k * t + np.tensordot(weights, o, axes=1)
+        np.testing.assert_allclose(g[-1], want, rtol=1e-9, atol=1e-12)
 
 
 @given(SEEDS, TAUS, st.integers(0, 20))
@@ -62,14 +97,19 @@ def test_k_polyak_steps_shrink_the_gap_geometrically(seed, tau, k):
 
 
 @given(SEEDS, st.integers(1, 6))
-def test_hard_update_copies_only_on_multiples_of_the_period(seed, period):
+def test_hard_target_is_the_online_network_from_the_last_multiple_of_the_period(seed, period):
+    """Online networks θ_1 … θ_12 (update k leaves θ_k) and hard updates with counts 1 … 12:
+    after update k the target is θ_m with m = period·⌊k/period⌋, the online network as it was
+    k − (k mod period) updates in, or the initial target while k < period."""
     rng = np.random.default_rng(seed)
-    online, target = params(rng), params(rng)
-    for count in range(1, 13):
-        new = hard(online, target, jnp.int32(count), period)
-        expected = online if count % period == 0 else target
-        for n, e in zip(leaves(new), leaves(expected)):
-            np.testing.assert_array_equal(n, e)
+    initial = params(rng)
+    online = [params(rng) for _ in range(12)]
+    target = initial
+    for k in range(1, 13):
+        target = hard(online[k - 1], target, jnp.int32(k), period)
+        m = period * (k // period)
+        for got, want in zip(leaves(target), leaves(online[m - 1] if m else initial)):
+            np.testing.assert_array_equal(got, want)
 
 
 @jax.jit
