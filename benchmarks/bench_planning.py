@@ -172,8 +172,8 @@ def main() -> None:
         f"{platform.python_version()}. Medians after compilation, float32.",
         "",
         "**LQR and iLQR solve time against horizon** (n = 4, m = 2 for LQR; iLQR: pendulum "
-        "n = 2, m = 1, at most 10 iterations (tol = 0: it stops earlier only when the model "
-        "predicts no reduction) with an 8-step vectorised line search)",
+        "n = 2, m = 1, at most 10 iterations (tol = 0: it stops earlier only when the gradient "
+        "is exactly zero or no step lowers the cost) with an 8-step vectorised line search)",
         "",
         "| T | LQR sequential (ms) | LQR parallel (ms) | iLQR, ≤ 10 iterations (ms) |",
         "|---:|---:|---:|---:|",

@@ -297,21 +297,40 @@ def ilqr_planner(
     max_iterations: int = 10,
     reg_init: float = 1.0,
 ) -> Planner:
-    """iLQR on the env's differentiable transitions (the state fields ``fields``), warm
-    started from the shifted previous plan, in the squashed action variable."""
+    """iLQR on the env's differentiable transitions (the state fields ``fields``), in the
+    squashed action variable v (u = mid + half·tanh v, :func:`vector_model`), from three
+    starts at every step, keeping the cheapest plan.
+
+    The starts are the shifted previous plan, clipped to |v| ≤ 2.5, and the constant plans
+    v = +1 and v = −1, solved together (vmapped). iLQR is local, and with one start MPC is
+    committed to the basin of its first plan: from the zero plan a pendulum released near
+    the top falls and swings round (Pendulum-v1 from θ = 0.5: return −124, −2 with the
+    constant starts), and hanging at rest the zero plan is stationary (∂J/∂v = 0 by
+    symmetry). The clip matters once iLQR runs its full budget: it keeps pushing a saturated
+    v outwards, where tanh′(v) ≈ 0 freezes that action in every later warm start (one
+    episode in four never swung up without it); tanh′(2.5) = 0.027 leaves it movable.
+    Pendulum-v1, 16 episodes: median −122, CEM's −120 (one start: −234).
+    """
     dynamics, cost, to_vector, _, squash = vector_model(env, env_params, fields)
     low, _ = _box(env, env_params)
+    reach = 2.5  # |v| of the warm start: u within 0.987·half of mid, still movable
+    constants = jnp.array([1.0, -1.0])  # the constant starts, v = ±1 (u = mid ± 0.76·half)
 
     def act(key, env_state, previous):
-        solution = lqr.ilqr(
-            dynamics,
-            cost,
-            to_vector(env_state),
-            previous,
-            max_iterations=max_iterations,
-            reg_init=reg_init,
-        )
-        return squash(solution.actions[0]), shooting.shift(solution.actions, jnp.zeros_like(low))
+        warm = jnp.clip(previous, -reach, reach)
+        starts = jnp.concatenate([warm[None], constants[:, None, None] + jnp.zeros_like(warm)])
+        solutions = jax.vmap(
+            lambda plan: lqr.ilqr(
+                dynamics,
+                cost,
+                to_vector(env_state),
+                plan,
+                max_iterations=max_iterations,
+                reg_init=reg_init,
+            )
+        )(starts)
+        best = jax.tree.map(lambda leaf: leaf[jnp.argmin(solutions.cost)], solutions)
+        return squash(best.actions[0]), shooting.shift(best.actions, jnp.zeros_like(low))
 
     return Planner(lambda env_state: jnp.zeros((horizon, low.shape[0])), act)
 

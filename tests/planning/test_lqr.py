@@ -367,7 +367,9 @@ def test_ilqr_converges_to_a_stationary_point(seed):
     ∇_U J(U) = 0, by autodiff of a plain rollout; the costs never increase on the way."""
     with jax.enable_x64(True):
         x0, U0 = random_start(seed)
-        solution = ilqr_pendulum(200, tol=1e-14)(x0, U0)
+        # tol bounds max_t |∂J/∂u_t| relative to its start; cost comparisons in float64 leave
+        # ~1e-7 (|J| ~ 30) as the floor that a line search on J can reach
+        solution = ilqr_pendulum(200, tol=1e-7)(x0, U0)
         assert bool(solution.converged)
         start = float(jnp.max(jnp.abs(PLAIN_GRADIENT(x0, U0))))
         end = float(jnp.max(jnp.abs(PLAIN_GRADIENT(x0, solution.actions))))
@@ -422,3 +424,182 @@ def test_ilqr_reg_max_inf_means_never_give_up():
     )
     solution = solve(x0, jnp.zeros((3, 1)))
     assert np.all(np.isfinite(solution.K)) and bool(solution.converged)
+
+
+# ----------------------------------------------------------------------------- iLQR, stopping rule
+
+
+def plain_cost(dynamics, cost, final_cost=None):
+    """J(x0, U) by a Python loop over the steps: an independent reference for autodiff."""
+
+    def total(x0, U):
+        x, J = x0, 0.0
+        for t in range(U.shape[0]):
+            J = J + cost(x, U[t], t)
+            x = dynamics(x, U[t], t)
+        return J if final_cost is None else J + final_cost(x)
+
+    return total
+
+
+def cosine_problem(amplitude, offset, drift):
+    """x' = x + drift·u, ℓ(x, u) = A cos u + ½x² + offset (n = m = 1). Q_uu = −A cos u + …
+    is indefinite near u = 0, where J(U) has a local maximum; its minima have cos u_t ≈ −1.
+    drift = 0, A = 1234, T = 3 is the case of issue 17 (bug 1)."""
+
+    def dynamics(x, u, t):
+        return x + drift * u
+
+    def cost(x, u, t):
+        return amplitude * jnp.cos(u[0]) + 0.5 * x @ x + offset
+
+    return dynamics, cost
+
+
+@functools.partial(jax.jit, static_argnames="max_iterations")
+def ilqr_cosine(amplitude, offset, drift, x0, U0, max_iterations=200):
+    dynamics, cost = cosine_problem(amplitude, offset, drift)
+    return lqr.ilqr(dynamics, cost, x0, U0, max_iterations=max_iterations)
+
+
+def gradient_and_hessian(problem, x0, U):
+    """∇_U J and the eigenvalues of ∇²_U J by autodiff of :func:`plain_cost`."""
+    J = plain_cost(*problem)
+    gradient = jax.grad(J, argnums=1)(x0, U)
+    hessian = jax.hessian(J, argnums=1)(x0, U).reshape(U.size, U.size)
+    return np.asarray(gradient), np.linalg.eigvalsh(np.asarray(hessian))
+
+
+def test_ilqr_indefinite_q_uu_issue_case_ends_at_the_minimum():
+    """Issue 17, bug 1: from U0 = 1e-3, near the maximum of A cos u, the old rule reported
+    converged=True at cost 3702 (the maximum), |∂J/∂U| = 1.41, μ = 1e4."""
+    with jax.enable_x64(True):
+        x0, U0 = jnp.zeros(1), jnp.full((3, 1), 1e-3)
+        solution = ilqr_cosine(1234.0, 0.0, 0.0, x0, U0)
+        gradient, eigenvalues = gradient_and_hessian(
+            cosine_problem(1234.0, 0.0, 0.0), x0, solution.actions
+        )
+    assert bool(solution.converged), solution.iterations
+    np.testing.assert_allclose(solution.cost, -3 * 1234.0, rtol=1e-12)
+    assert np.max(np.abs(gradient)) <= 1e-6 * 1234.0, gradient
+    assert eigenvalues.min() > 0.0, eigenvalues
+
+
+@settings(max_examples=15)
+@given(
+    st.floats(1.0, 2000.0),
+    st.floats(1e-3, 0.05),
+    st.sampled_from([1, 3, 5]),
+    st.sampled_from([0.0, 0.5]),
+    SEEDS,
+)
+def test_ilqr_non_convex_cost_ends_at_a_local_minimum(amplitude, u0, T, drift, seed):
+    """Started near a maximum of a non-convex cost (Q_uu indefinite), iLQR converges, and
+    where it stops is a local minimum of J(U): ∇_U J = 0 and ∇²_U J ⪰ 0, by autodiff of a
+    plain rollout (the dynamics are linear, so J's Hessian is the model's, exactly)."""
+    signs = np.random.default_rng(seed).choice([-1.0, 1.0], size=(T, 1))
+    with jax.enable_x64(True):
+        x0, U0 = jnp.ones(1), jnp.asarray(u0 * signs)
+        problem = cosine_problem(amplitude, 0.0, drift)
+        start, _ = gradient_and_hessian(problem, x0, U0)
+        solution = ilqr_cosine(amplitude, 0.0, drift, x0, U0)
+        gradient, eigenvalues = gradient_and_hessian(problem, x0, solution.actions)
+    assert bool(solution.converged), (solution.iterations, solution.reg)
+    assert np.max(np.abs(gradient)) <= 1e-6 * max(1.0, np.max(np.abs(start))) * 1.01, gradient
+    assert eigenvalues.min() >= -1e-9 * amplitude, eigenvalues
+    # a minimum, not the maximum it started beside: every u_t has moved to cos u_t < 0
+    assert np.all(np.cos(np.asarray(solution.actions)) < 0.0), solution.actions
+
+
+def offset_pendulum_cost(offset):
+    return lambda x, u, t: quadratic_cost(x, u, t) + offset
+
+
+@jax.jit
+def ilqr_pendulum_offset(x0, U0, offset):
+    return lqr.ilqr(
+        pendulum_dynamics, offset_pendulum_cost(offset), x0, U0, quadratic_final_cost,
+        max_iterations=100,
+    )
+
+
+@settings(max_examples=10)
+@given(SEEDS, st.sampled_from([-1e3, 1e2, 1e3, 3e3]))
+def test_ilqr_constant_offset_changes_nothing(seed, offset):
+    """Adding a constant to every step's cost changes neither J's minimisers nor its
+    gradient: the returned actions and ``converged`` are the same (up to rounding)."""
+    with jax.enable_x64(True):
+        x0, U0 = random_start(seed)
+        plain = ilqr_pendulum_offset(x0, U0, 0.0)
+        shifted = ilqr_pendulum_offset(x0, U0, offset)
+        cosine = ilqr_cosine(1234.0, 0.0, 0.0, jnp.zeros(1), jnp.full((3, 1), 1e-3))
+        cosine_shifted = ilqr_cosine(
+            1234.0, offset, 0.0, jnp.zeros(1), jnp.full((3, 1), 1e-3)
+        )
+        plain, shifted, cosine, cosine_shifted = jax.tree.map(
+            np.asarray, (plain, shifted, cosine, cosine_shifted)
+        )
+    assert bool(plain.converged) == bool(shifted.converged)
+    np.testing.assert_allclose(shifted.actions, plain.actions, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(shifted.cost - 20 * offset, plain.cost, rtol=1e-9, atol=1e-9)
+    assert bool(cosine.converged) == bool(cosine_shifted.converged)
+    np.testing.assert_allclose(cosine_shifted.actions, cosine.actions, rtol=1e-6, atol=1e-8)
+
+
+def random_nonlinear_problem(params):
+    """x' = A x + B tanh(u) + ε sin(W x), ℓ = ½xᵀQx + ½uᵀRu + w Σ cos u + offset,
+    final ½xᵀQ_f x: convex (w = 0) or not, with a constant offset or not."""
+    A, B, W, eps, Q, R, w, offset, Q_final = params
+
+    def dynamics(x, u, t):
+        return A @ x + B @ jnp.tanh(u) + eps * jnp.sin(W @ x)
+
+    def cost(x, u, t):
+        return 0.5 * x @ Q @ x + 0.5 * u @ R @ u + w * jnp.sum(jnp.cos(u)) + offset
+
+    return dynamics, cost, lambda x: 0.5 * x @ Q_final @ x
+
+
+def random_nonlinear_params(seed, n, m, w, offset):
+    rng = np.random.default_rng(seed)
+    A = np.eye(n) + 0.3 * rng.normal(size=(n, n))
+    B = rng.normal(size=(n, m))
+    W = rng.normal(size=(n, n))
+    L = rng.normal(size=(n, n))
+    Q = L @ L.T / n + 0.1 * np.eye(n)
+    R = 0.1 * np.eye(m)
+    return tuple(
+        map(jnp.asarray, (A, B, W, 0.3, Q, R, w, offset, 3.0 * Q))
+    ), jnp.asarray(rng.normal(size=n)), jnp.asarray(0.3 * rng.normal(size=(T_OF[(n, m)], m)))
+
+
+T_OF = {(1, 1): 2, (2, 1): 4, (2, 2): 3}  # one horizon per (n, m): few compiles
+
+
+@functools.partial(jax.jit, static_argnames="max_iterations")
+def ilqr_random(params, x0, U0, max_iterations):
+    dynamics, cost, final_cost = random_nonlinear_problem(params)
+    return lqr.ilqr(dynamics, cost, x0, U0, final_cost, max_iterations=max_iterations, tol=1e-6)
+
+
+@settings(max_examples=25)
+@given(
+    SEEDS,
+    st.sampled_from(list(T_OF)),
+    st.sampled_from([0.0, 0.5, 5.0]),
+    st.sampled_from([0.0, 10.0, -300.0, 1e4]),
+    st.sampled_from([3, 30]),
+)
+def test_ilqr_converged_means_stationary(seed, shape, w, offset, max_iterations):
+    """Whenever iLQR reports converged=True, the gradient of the open-loop cost J(U), by
+    autodiff of a plain rollout, is below the stated tolerance: max_t |∂J/∂u_t| ≤
+    tol·max(1, max_t |∂J/∂u_t(U0)|), with or without a constant in the cost, convex or not,
+    and whether it stopped early or not."""
+    with jax.enable_x64(True):
+        params, x0, U0 = random_nonlinear_params(seed, *shape, w, offset)
+        solution = ilqr_random(params, x0, U0, max_iterations=max_iterations)
+        J = plain_cost(*random_nonlinear_problem(params))
+        start = np.max(np.abs(np.asarray(jax.grad(J, argnums=1)(x0, U0))))
+        end = np.max(np.abs(np.asarray(jax.grad(J, argnums=1)(x0, solution.actions))))
+    if bool(solution.converged):
+        assert end <= 1e-6 * max(1.0, start) * 1.01, (start, end, int(solution.iterations))
