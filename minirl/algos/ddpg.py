@@ -34,6 +34,7 @@ Contract (docs/design.md): ``Config``, ``Learner``, ``State``, ``init``, ``learn
 learner's key); numeric hyperparameters (including ``policy_delay``) are leaves.
 """
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -44,8 +45,8 @@ import optax
 from ..core import buffer as replay
 from ..core import critics as critic_nets
 from ..core import exploration, losses, nets, off_policy, rollout
-from ..core.config import ConfigError, check_choice, check_positive_int, check_range
-from ..core.optim import adam_with_clipping, polyak_update, set_learning_rate
+from ..core.config import ConfigError, check_choice, check_off_policy, check_range
+from ..core.optim import adam_step, adam_with_clipping, fresh_copy, polyak_update
 
 ACTION_KIND = "continuous"
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jax.nn.tanh, "silu": jax.nn.silu}
@@ -78,27 +79,9 @@ class Config(eqx.Module):
     policy_delay: int = 1  # d: actor and targets move every d-th update (TD3: 2)
 
     def __check_init__(self) -> None:
-        for name in ("total_steps", "num_envs", "rollout_steps", "gradient_steps",
-                     "buffer_size", "batch_size"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("learning_starts", self.learning_starts, minimum=0)
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+        check_off_policy(self)  # sizes, hidden, buffer, batch, one iteration
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("clipped_double_q", self.clipped_double_q, (True, False))
-        if self.buffer_size % self.num_envs:
-            raise ConfigError(
-                f"buffer_size={self.buffer_size} must be a multiple of num_envs={self.num_envs}"
-            )
-        if self.batch_size > self.buffer_size:
-            raise ConfigError(
-                f"batch_size={self.batch_size} is larger than buffer_size={self.buffer_size}"
-            )
-        if self.total_steps < self.num_envs * self.rollout_steps:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one iteration "
-                f"(num_envs × rollout_steps = {self.num_envs * self.rollout_steps})"
-            )
         check_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
         check_range("learning_rate_end_factor", self.learning_rate_end_factor, 0.0, 1.0)
         check_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False,
@@ -200,23 +183,16 @@ def _optimizer(config: Config) -> optax.GradientTransformation:
     return adam_with_clipping(config.learning_rate, config.max_grad_norm, config.adam_eps)
 
 
-def _size(shape) -> int:
-    size = 1
-    for dim in shape:
-        size *= dim
-    return size
-
-
 def default_networks(
     key: jax.Array, config: Config, env: Any, env_params: Any
 ) -> critic_nets.ActorCritics:
     """MLPs with ``hidden`` layers: the actor obs → ``[D]``, M critics (obs, unit action) → Q."""
-    obs_size = _size(rollout.observation_shape(env, env_params))
-    dim = _size(rollout.action_shape(env, env_params))
+    obs_size = math.prod(rollout.observation_shape(env, env_params))
+    dim = math.prod(rollout.action_shape(env, env_params))
     activation = ACTIVATIONS[config.activation]
     actor_key, critic_key = jax.random.split(key)
     actor = nets.MLP(obs_size, dim, config.hidden, actor_key, activation)
-    critics = critic_nets.ensemble(
+    critics = nets.ensemble(
         lambda k: critic_nets.StateActionMLP(obs_size, dim, config.hidden, k, activation),
         critic_key,
         config.num_critics,
@@ -230,21 +206,15 @@ def _check_networks(network: Any, config: Config, env: Any, env_params: Any) -> 
             "network must be a minirl.core.critics.ActorCritics(actor, critics); got "
             f"{type(network).__name__}"
         )
-    obs = jax.ShapeDtypeStruct(rollout.observation_shape(env, env_params), jnp.float32)
-    dim = _size(rollout.action_shape(env, env_params))
-    action = jax.ShapeDtypeStruct((dim,), jnp.float32)
+    obs = rollout.observation_shape(env, env_params)
+    dim = math.prod(rollout.action_shape(env, env_params))
     m = config.num_critics
-    critic_nets.check_output("network.actor", network.actor, (obs,), [(dim,)])
-    critic_nets.check_output(
+    nets.check_output("network.actor", network.actor, [obs], [(dim,)])
+    nets.check_output(
         f"network.critics (an ensemble of {m})",
-        lambda o, a: critic_nets.apply_ensemble(network.critics, o, a), (obs, action),
+        lambda o, a: critic_nets.apply_ensemble(network.critics, o, a), [obs, (dim,)],
         [(m,), (m, 1)],
     )
-
-
-def _copy(tree):
-    # A copy, not the same arrays: donating a fresh state must not donate a buffer twice.
-    return jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, tree)
 
 
 def init(
@@ -255,7 +225,7 @@ def init(
 
     ``network`` (optional) is a ``core.critics.ActorCritics(actor, critics)`` or a factory
     ``key -> ActorCritics``: ``actor(obs)`` gives the pre-tanh action ``[D]``; ``critics`` is
-    ``core.critics.ensemble(make, key, M)`` (M = 2 with ``clipped_double_q``, else 1) of
+    ``core.nets.ensemble(make, key, M)`` (M = 2 with ``clipped_double_q``, else 1) of
     modules ``(obs, unit_action[D]) -> Q`` with actions in (−1, 1)^D."""
     rollout.require_action_kind(env, env_params, ACTION_KIND, "ddpg/td3")
     if len(rollout.action_shape(env, env_params)) != 1:
@@ -274,23 +244,16 @@ def init(
     optimizer = _optimizer(config)
     learner = Learner(
         params=params,
-        target_params=_copy(params),
+        target_params=fresh_copy(params),
         critics=critics,
-        target_critics=_copy(critics),
+        target_critics=fresh_copy(critics),
         actor_opt_state=optimizer.init(eqx.filter(params.net, eqx.is_array)),
         critic_opt_state=optimizer.init(eqx.filter(critics, eqx.is_array)),
         updates=jnp.zeros((), jnp.int32),
         key=learn_key,
     )
     env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
-    example = rollout.Transition(
-        obs=env_carry.obs[0],
-        action=jnp.zeros_like(low),
-        reward=jnp.zeros((), jnp.float32),
-        next_obs=env_carry.obs[0],
-        terminated=jnp.zeros((), bool),
-        truncated=jnp.zeros((), bool),
-    )
+    example = rollout.example_transition(env_carry.obs[0], jnp.zeros_like(low))
     return State(
         learner=learner,
         buffer=replay.init(config.buffer_size, example),
@@ -346,14 +309,6 @@ def actor_loss(net: eqx.Module, params: Actor, critics: eqx.Module, obs: jax.Arr
 # ----------------------------------------------------------------------------- learn
 
 
-def _adam_step(optimizer, params, grads, opt_state, learning_rate):
-    opt_state = set_learning_rate(opt_state, learning_rate)
-    updates, opt_state = optimizer.update(
-        eqx.filter(grads, eqx.is_array), opt_state, eqx.filter(params, eqx.is_array)
-    )
-    return eqx.apply_updates(params, updates), opt_state
-
-
 def learn(
     learner: Learner, batch: rollout.Transition, config: Config
 ) -> tuple[Learner, dict[str, jax.Array]]:
@@ -369,7 +324,7 @@ def learn(
     (loss, q_mean), grads = jax.value_and_grad(critic_loss, has_aux=True)(
         learner.critics, learner.params, batch, targets
     )
-    critics, critic_opt_state = _adam_step(
+    critics, critic_opt_state = adam_step(
         optimizer, learner.critics, grads, learner.critic_opt_state, learning_rate
     )
     count = learner.updates + 1
@@ -377,7 +332,7 @@ def learn(
     def actor_and_targets(_):
         params = learner.params
         value, net_grads = jax.value_and_grad(actor_loss)(params.net, params, critics, batch.obs)
-        net, opt_state = _adam_step(
+        net, opt_state = adam_step(
             optimizer, params.net, net_grads, learner.actor_opt_state, learning_rate
         )
         params = Actor(net, params.low, params.high)

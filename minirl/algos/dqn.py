@@ -31,8 +31,14 @@ whose probabilities are stored in the buffer):
                                                   al., 2018, "Rainbow"); biased towards the
                                                   behaviour policy's value;
     "cut"         c_k = λ 𝟙[a' = argmax_a Q_sel(s', a)],  q̄_k = V̄(s')   the return stops at
-                  the first stored action the greedy policy would not take (Watkins's Q(λ),
-                  Sutton & Barto, 2018, §12.10);
+                  the first stored action the greedy policy would not take: Watkins's Q(λ)
+                  (Sutton & Barto, 2018, §12.10) when ε_π = 0. With ε_π > 0 it evaluates
+                  neither π nor the greedy policy: the window continues only along greedy
+                  actions g = argmax_a Q_sel(s', a) while V̄ bootstraps ε_π-greedily, so in
+                  expectation over μ a step backs up (1 − λμ(g|s')) V̄(s') + λμ(g|s')
+                  E[G_{k+1} | s', g], and Q^π is not its fixed point (a continued step adds
+                  λμ(g|s') (Q^π(s', g) − V^π(s')), zero only for greedy π). "importance"
+                  handles an ε_π-greedy π;
     "importance"  c_k = λ min(ρ̄, π(a'|s') / μ(a'|s')),  q̄_k = Q_θ̄(s', a')   Retrace(λ) with
                   ρ̄ = ``importance_ratio_clip`` = 1 (Munos et al., 2016); ρ̄ = ∞ and λ = 1 is
                   per-decision importance sampling with control variates (Precup et al., 2000;
@@ -65,8 +71,14 @@ import optax
 
 from ..core import buffer as replay
 from ..core import exploration, losses, nets, off_policy, returns, rollout
-from ..core.config import ConfigError, check_choice, check_positive_int, check_range
-from ..core.optim import adam_with_clipping, hard_target_update, polyak_update, set_learning_rate
+from ..core.config import check_choice, check_off_policy, check_range
+from ..core.optim import (
+    adam_step,
+    adam_with_clipping,
+    fresh_copy,
+    hard_target_update,
+    polyak_update,
+)
 
 ACTION_KIND = "discrete"
 OFF_POLICY_CORRECTIONS = ("none", "cut", "importance")
@@ -111,31 +123,13 @@ class Config(eqx.Module):
     importance_ratio_clip: float = 1.0  # ρ̄ of "importance" (1: Retrace; inf: plain IS)
 
     def __check_init__(self) -> None:
-        for name in ("total_steps", "num_envs", "rollout_steps", "gradient_steps",
-                     "buffer_size", "batch_size", "n_step"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("learning_starts", self.learning_starts, minimum=0)
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+        check_off_policy(self, "n_step")  # sizes, hidden, buffer, batch, one iteration
         check_choice("network", self.network, ("auto", "mlp", "cnn"))
         check_choice("off_policy_correction", self.off_policy_correction, OFF_POLICY_CORRECTIONS)
         check_choice("loss", self.loss, ("huber", "squared"))
         check_choice("exploration", self.exploration, EXPLORATIONS)
         check_choice("target_update", self.target_update, TARGET_UPDATES)
         check_choice("double_q", self.double_q, (True, False))
-        if self.buffer_size % self.num_envs:
-            raise ConfigError(
-                f"buffer_size={self.buffer_size} must be a multiple of num_envs={self.num_envs}"
-            )
-        if self.batch_size > self.buffer_size:
-            raise ConfigError(
-                f"batch_size={self.batch_size} is larger than buffer_size={self.buffer_size}"
-            )
-        if self.total_steps < self.num_envs * self.rollout_steps:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one iteration "
-                f"(num_envs × rollout_steps = {self.num_envs * self.rollout_steps})"
-            )
         check_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
         check_range("learning_rate_end_factor", self.learning_rate_end_factor, 0.0, 1.0)
         check_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
@@ -245,22 +239,6 @@ def default_network(key: jax.Array, config: Config, env: Any, env_params: Any) -
     )
 
 
-def _check_network(network: eqx.Module, env: Any, env_params: Any) -> None:
-    obs = jax.ShapeDtypeStruct(rollout.observation_shape(env, env_params), jnp.float32)
-    want = (rollout.num_actions(env, env_params),)
-    try:
-        out = eqx.filter_eval_shape(network, obs)
-    except Exception as error:
-        raise ConfigError(
-            f"network cannot be applied to one observation {obs.shape}: {error}"
-        ) from None
-    if getattr(out, "shape", None) != want:
-        raise ConfigError(
-            f"network maps an observation {obs.shape} to shape {getattr(out, 'shape', out)}; "
-            f"dqn needs Q-values of shape {want}"
-        )
-
-
 def init(
     key: jax.Array, config: Config, env: Any, env_params: Any, network: Any = None
 ) -> State:
@@ -273,22 +251,17 @@ def init(
     network = nets.resolve(
         network, net_key, lambda k: default_network(k, config, env, env_params)
     )
-    _check_network(network, env, env_params)
+    nets.check_output("network (obs → Q-values)", network,
+                      [rollout.observation_shape(env, env_params)],
+                      [(rollout.num_actions(env, env_params),)])
     network = nets.arrays_only(network)  # function fields become static: it rides in scan
     env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
-    example = rollout.Transition(
-        obs=env_carry.obs[0],
-        action=jnp.zeros((), jnp.int32),
-        reward=jnp.zeros((), jnp.float32),
-        next_obs=env_carry.obs[0],
-        terminated=jnp.zeros((), bool),
-        truncated=jnp.zeros((), bool),
-        policy_info=jnp.zeros((), jnp.float32),  # behaviour probability μ(a|s)
-    )
+    # policy_info: the behaviour probability μ(a|s), for the off-policy corrections
+    example = rollout.example_transition(env_carry.obs[0], jnp.zeros((), jnp.int32),
+                                         policy_info=jnp.zeros((), jnp.float32))
     learner = Learner(
         params=network,
-        # A copy, not the same arrays: donating a fresh state must not donate a buffer twice.
-        target_params=jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, network),
+        target_params=fresh_copy(network),
         opt_state=_optimizer(config).init(eqx.filter(network, eqx.is_array)),
         updates=jnp.zeros((), jnp.int32),
     )
@@ -371,11 +344,9 @@ def learn(learner: Learner, batch: Batch, config: Config) -> tuple[Learner, dict
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         learner.params, learner.target_params, batch, config
     )
-    opt_state = set_learning_rate(learner.opt_state, learning_rate)
-    updates, opt_state = _optimizer(config).update(
-        eqx.filter(grads, eqx.is_array), opt_state, eqx.filter(learner.params, eqx.is_array)
+    params, opt_state = adam_step(
+        _optimizer(config), learner.params, grads, learner.opt_state, learning_rate
     )
-    params = eqx.apply_updates(learner.params, updates)
     count = learner.updates + 1
     if config.target_update == "hard":
         target = hard_target_update(params, learner.target_params, count,

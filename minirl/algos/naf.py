@@ -43,6 +43,7 @@ Contract (docs/design.md): ``Config``, ``Learner``, ``State``, ``init``, ``learn
 the parameters, so ``act`` needs no env.
 """
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -52,8 +53,8 @@ import optax
 
 from ..core import buffer as replay
 from ..core import exploration, losses, nets, off_policy, rollout
-from ..core.config import ConfigError, check_choice, check_positive_int, check_range
-from ..core.optim import adam_with_clipping, polyak_update, set_learning_rate
+from ..core.config import check_choice, check_off_policy, check_range
+from ..core.optim import adam_step, adam_with_clipping, fresh_copy, polyak_update
 
 ACTION_KIND = "continuous"
 DIAGONALS = ("exp", "softplus")
@@ -85,27 +86,9 @@ class Config(eqx.Module):
     mu_penalty: float = 1e-3  # c of the penalty c·E[x²] on μ's pre-tanh output x (0: paper)
 
     def __check_init__(self) -> None:
-        for name in ("total_steps", "num_envs", "rollout_steps", "gradient_steps",
-                     "buffer_size", "batch_size"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("learning_starts", self.learning_starts, minimum=0)
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+        check_off_policy(self)  # sizes, hidden, buffer, batch, one iteration
         check_choice("diagonal", self.diagonal, DIAGONALS)
         check_choice("loss", self.loss, ("squared", "huber"))
-        if self.buffer_size % self.num_envs:
-            raise ConfigError(
-                f"buffer_size={self.buffer_size} must be a multiple of num_envs={self.num_envs}"
-            )
-        if self.batch_size > self.buffer_size:
-            raise ConfigError(
-                f"batch_size={self.batch_size} is larger than buffer_size={self.buffer_size}"
-            )
-        if self.total_steps < self.num_envs * self.rollout_steps:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one iteration "
-                f"(num_envs × rollout_steps = {self.num_envs * self.rollout_steps})"
-            )
         check_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
         check_range("learning_rate_end_factor", self.learning_rate_end_factor, 0.0, 1.0)
         check_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False)
@@ -153,15 +136,8 @@ class Params(eqx.Module):
     """What acting needs: the network and the action box."""
 
     network: eqx.Module  # obs → [V, μ pre-tanh, L diagonal, L lower] (module doc)
-    action_low: jax.Array  # the box, shaped like one action
-    action_high: jax.Array
-
-
-def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for dim in shape:
-        size *= dim
-    return size
+    low: jax.Array  # the box, shaped like one action
+    high: jax.Array
 
 
 def output_size(action_size: int) -> int:
@@ -184,7 +160,7 @@ def heads(
 
 
 def _centre_and_half_width(params: Params) -> tuple[jax.Array, jax.Array]:
-    low, high = jnp.ravel(params.action_low), jnp.ravel(params.action_high)
+    low, high = jnp.ravel(params.low), jnp.ravel(params.high)
     return 0.5 * (high + low), 0.5 * (high - low)
 
 
@@ -218,7 +194,7 @@ def greedy_action(params: Params, obs: jax.Array, config: Config) -> jax.Array:
     """μ(s) = argmax_a Q(s, a), shaped like one env action."""
     centre, half = _centre_and_half_width(params)
     mu_u = heads(params.network(obs), centre.shape[0], config)[1]
-    return (centre + half * mu_u).reshape(params.action_low.shape)
+    return (centre + half * mu_u).reshape(params.low.shape)
 
 
 # ----------------------------------------------------------------------------- state
@@ -228,7 +204,7 @@ class Learner(eqx.Module):
     """What ``learn`` reads and writes: nothing about acting or the environment."""
 
     params: Params  # online network θ (and the action box)
-    target_network: eqx.Module  # target network θ̄
+    target_params: Params  # target network θ̄ (Polyak-averaged) and the same box
     opt_state: optax.OptState
     updates: jax.Array  # int32: gradient updates done so far (drives the lr schedule)
 
@@ -247,25 +223,9 @@ def _optimizer(config: Config) -> optax.GradientTransformation:
 
 def default_network(key: jax.Array, config: Config, env: Any, env_params: Any) -> eqx.Module:
     """An MLP from the flattened observation to the 1 + D + D(D+1)/2 outputs."""
-    obs_size = _size(rollout.observation_shape(env, env_params))
-    action_size = _size(rollout.action_shape(env, env_params))
+    obs_size = math.prod(rollout.observation_shape(env, env_params))
+    action_size = math.prod(rollout.action_shape(env, env_params))
     return nets.MLP(obs_size, output_size(action_size), config.hidden, key)
-
-
-def _check_network(network: eqx.Module, env: Any, env_params: Any) -> None:
-    obs = jax.ShapeDtypeStruct(rollout.observation_shape(env, env_params), jnp.float32)
-    want = output_size(_size(rollout.action_shape(env, env_params)))
-    try:
-        out = eqx.filter_eval_shape(network, obs)
-    except Exception as error:
-        raise ConfigError(
-            f"network cannot be applied to one observation {obs.shape}: {error}"
-        ) from None
-    if getattr(out, "shape", None) != (want,):
-        raise ConfigError(
-            f"network maps an observation {obs.shape} to shape {getattr(out, 'shape', out)}; "
-            f"naf needs ({want},) = 1 + D + D(D+1)/2 outputs (V, μ, L)"
-        )
 
 
 def init(
@@ -280,22 +240,17 @@ def init(
     network = nets.resolve(
         network, net_key, lambda k: default_network(k, config, env, env_params)
     )
-    _check_network(network, env, env_params)
+    nets.check_output("network (obs → 1 + D + D(D+1)/2 outputs: V, μ, L)", network,
+                      [rollout.observation_shape(env, env_params)],
+                      [(output_size(math.prod(rollout.action_shape(env, env_params))),)])
     network = nets.arrays_only(network)  # function fields become static: it rides in scan
     low, high = rollout.action_bounds(env, env_params)
     env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
-    example = rollout.Transition(
-        obs=env_carry.obs[0],
-        action=jnp.zeros(low.shape, jnp.float32),
-        reward=jnp.zeros((), jnp.float32),
-        next_obs=env_carry.obs[0],
-        terminated=jnp.zeros((), bool),
-        truncated=jnp.zeros((), bool),
-    )
+    example = rollout.example_transition(env_carry.obs[0], jnp.zeros(low.shape, jnp.float32))
+    params = Params(network, low, high)
     learner = Learner(
-        params=Params(network, low, high),
-        # A copy, not the same arrays: donating a fresh state must not donate a buffer twice.
-        target_network=jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, network),
+        params=params,
+        target_params=fresh_copy(params),
         opt_state=_optimizer(config).init(eqx.filter(network, eqx.is_array)),
         updates=jnp.zeros((), jnp.int32),
     )
@@ -312,11 +267,10 @@ def init(
 
 
 def td_targets(
-    params: Params, target_network: eqx.Module, batch: rollout.Transition, config: Config
+    target_params: Params, batch: rollout.Transition, config: Config
 ) -> jax.Array:
     """y = r + γ(1 − terminated) V_θ̄(s') for a batch of transitions ``[B]``."""
-    target = Params(target_network, params.action_low, params.action_high)
-    next_values = jax.vmap(value, in_axes=(None, 0, None))(target, batch.next_obs, config)
+    next_values = jax.vmap(value, in_axes=(None, 0, None))(target_params, batch.next_obs, config)
     discounts = config.gamma * (1.0 - batch.terminated.astype(next_values.dtype))
     return jax.lax.stop_gradient(config.reward_scale * batch.reward + discounts * next_values)
 
@@ -327,12 +281,12 @@ def loss_fn(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean TD loss of Q_θ(s, a) against the targets, plus c·mean(pre-tanh μ²), and
     diagnostics."""
-    params = Params(network, params.action_low, params.action_high)
+    params = Params(network, params.low, params.high)
     out = jax.vmap(network)(batch.obs)  # [B, 1 + D + D(D+1)/2]
     q = jax.vmap(_q_from_output, in_axes=(None, 0, 0, None))(params, out, batch.action, config)
     td_error = targets - q
     loss = jnp.mean(losses.td_loss(td_error, config.loss, config.huber_delta))
-    pre_tanh = out[:, 1:1 + params.action_low.size]
+    pre_tanh = out[:, 1:1 + params.low.size]
     penalty = config.mu_penalty * jnp.mean(jnp.square(pre_tanh))
     metrics = {"q_mean": jnp.mean(q), "td_abs": jnp.mean(jnp.abs(td_error)),
                "mu_pre_tanh_abs": jnp.mean(jnp.abs(pre_tanh))}
@@ -346,25 +300,28 @@ def learn(
     learner: Learner, batch: rollout.Transition, config: Config
 ) -> tuple[Learner, dict[str, jax.Array]]:
     """One Adam step on a batch of transitions (leaves ``[B, ...]``), then the Polyak
-    target update. Pure; needs no env."""
+    target update of the network (the box is not averaged). Pure; needs no env."""
     learning_rate = config.learning_rate * exploration.linear_schedule(
         learner.updates, 1.0, config.learning_rate_end_factor, config.num_updates
     )
-    params = learner.params
-    targets = td_targets(params, learner.target_network, batch, config)
+    params, target_params = learner.params, learner.target_params
+    targets = td_targets(target_params, batch, config)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         params.network, params, targets, batch, config
     )
-    opt_state = set_learning_rate(learner.opt_state, learning_rate)
-    updates, opt_state = _optimizer(config).update(
-        eqx.filter(grads, eqx.is_array), opt_state, eqx.filter(params.network, eqx.is_array)
+    network, opt_state = adam_step(
+        _optimizer(config), params.network, grads, learner.opt_state, learning_rate
     )
-    network = eqx.apply_updates(params.network, updates)
-    target_network = polyak_update(network, learner.target_network, config.tau)
+    target = polyak_update(network, target_params.network, config.tau)
     metrics = {"loss": loss, "learning_rate": learning_rate,
                "target_mean": jnp.mean(targets), **aux}
-    params = Params(network, params.action_low, params.action_high)
-    return Learner(params, target_network, opt_state, learner.updates + 1), metrics
+    learner = Learner(
+        params=Params(network, params.low, params.high),
+        target_params=Params(target, target_params.low, target_params.high),
+        opt_state=opt_state,
+        updates=learner.updates + 1,
+    )
+    return learner, metrics
 
 
 # ----------------------------------------------------------------------------- step / train
@@ -377,7 +334,7 @@ def sample_batch(buffer: replay.ReplayBuffer, key: jax.Array, config: Config):
 
 def explore(key: jax.Array, params: Params, action: jax.Array, noise) -> jax.Array:
     """``action`` plus Gaussian noise of std ``noise`` half-widths, clipped to the box."""
-    low, high = params.action_low, params.action_high
+    low, high = params.low, params.high
     scale = noise * 0.5 * (high - low)
     return jnp.clip(action + scale * jax.random.normal(key, low.shape, low.dtype), low, high)
 
@@ -392,7 +349,7 @@ def step(
 
     def behaviour(key: jax.Array, obs: jax.Array) -> jax.Array:
         noise_key, uniform_key = jax.random.split(key)
-        low, high = params.action_low, params.action_high
+        low, high = params.low, params.high
         action = explore(noise_key, params, greedy_action(params, obs, config),
                          config.exploration_noise)
         uniform = jax.random.uniform(uniform_key, low.shape, low.dtype, low, high)

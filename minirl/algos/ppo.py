@@ -45,6 +45,7 @@ env, env_params)`` sweeps learning rate, γ, λ, the clip range, δ, the entropy
 and the other numeric fields without recompiling.
 """
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -53,7 +54,7 @@ import jax.numpy as jnp
 import optax
 
 from ..core import distributions, exploration, losses, nets, returns, rollout
-from ..core.config import ConfigError, check_choice, check_positive_int, check_range
+from ..core.config import ConfigError, check_choice, check_on_policy, check_range
 from ..core.optim import adam_with_clipping, normalize_advantages, set_learning_rate
 
 ACTION_KIND = "both"  # discrete (Categorical) and continuous (Gaussian / tanh-Gaussian)
@@ -94,10 +95,7 @@ class Config(eqx.Module):
     dual_learning_rate: float = 10.0  # lagrangian: α in λ ← max(0, λ + α (KL − δ))
 
     def __check_init__(self) -> None:
-        for name in ("total_steps", "num_envs", "rollout_steps", "num_epochs", "num_minibatches"):
-            check_positive_int(name, getattr(self, name))
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+        check_on_policy(self, "num_epochs", "num_minibatches")  # sizes, hidden, one iteration
         check_choice("network", self.network, ("auto", "mlp", "cnn"))
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("objective", self.objective, OBJECTIVES)
@@ -108,11 +106,6 @@ class Config(eqx.Module):
                 f"num_minibatches={self.num_minibatches} must divide rollout_steps="
                 f"{self.rollout_steps} (each minibatch takes rollout_steps / num_minibatches "
                 "time steps of every environment)"
-            )
-        if self.total_steps < self.num_envs * self.rollout_steps:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one iteration "
-                f"(num_envs × rollout_steps = {self.num_envs * self.rollout_steps})"
             )
         check_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
         check_range("learning_rate_end_factor", self.learning_rate_end_factor, 0.0, 1.0)
@@ -214,8 +207,8 @@ class Agent(eqx.Module):
     critic: eqx.Module  # obs → [1] or []
     log_std: jax.Array | None
     obs_norm: RunningNorm
-    action_low: jax.Array | None = None
-    action_high: jax.Array | None = None
+    low: jax.Array | None = None  # the action box, shaped like one action
+    high: jax.Array | None = None
 
 
 def _network(obs_shape, out_size: int, key: jax.Array, config, final_scale: float):
@@ -224,35 +217,14 @@ def _network(obs_shape, out_size: int, key: jax.Array, config, final_scale: floa
         kind = "cnn" if len(obs_shape) == 3 else "mlp"
     if kind == "cnn":
         return nets.make_network(obs_shape, out_size, config.hidden, "cnn", key)
-    size = 1
-    for dim in obs_shape:
-        size *= dim
-    return nets.MLP(size, out_size, config.hidden, key, ACTIVATIONS[config.activation],
-                    final_scale=final_scale)
+    return nets.MLP(math.prod(obs_shape), out_size, config.hidden, key,
+                    ACTIVATIONS[config.activation], final_scale=final_scale)
 
 
 def _action_size(env: Any, env_params: Any) -> int:
     if rollout.action_kind(env, env_params) == "discrete":
         return rollout.num_actions(env, env_params)
-    size = 1
-    for dim in rollout.action_shape(env, env_params):
-        size *= dim
-    return size
-
-
-def _check_networks(network: ActorCritic, obs_shape, out_size: int) -> None:
-    obs = jax.ShapeDtypeStruct(obs_shape, jnp.float32)
-    for name, want in (("actor", ((out_size,),)), ("critic", ((1,), ()))):
-        try:
-            out = eqx.filter_eval_shape(getattr(network, name), obs)
-        except Exception as error:
-            raise ConfigError(f"network.{name} cannot be applied to one observation "
-                              f"{obs_shape}: {error}") from None
-        if getattr(out, "shape", None) not in want:
-            raise ConfigError(
-                f"network.{name} maps an observation {obs_shape} to shape "
-                f"{getattr(out, 'shape', out)}; allowed: {' or '.join(map(str, want))}"
-            )
+    return math.prod(rollout.action_shape(env, env_params))
 
 
 def init_agent(key: jax.Array, config, env: Any, env_params: Any, network: Any = None) -> Agent:
@@ -274,7 +246,8 @@ def init_agent(key: jax.Array, config, env: Any, env_params: Any, network: Any =
         raise ConfigError(
             f"network must be a ppo.ActorCritic(actor, critic); got {type(network).__name__}"
         )
-    _check_networks(network, obs_shape, out_size)
+    nets.check_output("network.actor", network.actor, [obs_shape], [(out_size,)])
+    nets.check_output("network.critic", network.critic, [obs_shape], [(1,), ()])
     if rollout.action_kind(env, env_params) == "discrete":
         log_std = low = high = None
     else:
@@ -288,8 +261,8 @@ def init_agent(key: jax.Array, config, env: Any, env_params: Any, network: Any =
             jnp.zeros(obs_shape, jnp.float32), jnp.ones(obs_shape, jnp.float32),
             jnp.zeros((), jnp.float32),
         ),
-        action_low=low,
-        action_high=high,
+        low=low,
+        high=high,
     )
 
 
@@ -322,9 +295,9 @@ def batch_apply(fn, params, obs: jax.Array, config, batch_dims: int = 1):
 def env_action(params: Agent, action: jax.Array, config) -> jax.Array:
     """What the environment receives: discrete actions as they are; Gaussian samples clipped
     to the action bounds; tanh samples in (−1, 1) mapped affinely onto the bounds."""
-    if params.action_low is None:
+    if params.low is None:
         return action
-    low, high = params.action_low, params.action_high
+    low, high = params.low, params.high
     action = action.reshape(*action.shape[:-1], *low.shape)
     if config.squash:
         return low + 0.5 * (action + 1.0) * (high - low)

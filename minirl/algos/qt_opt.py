@@ -40,6 +40,7 @@ the parameters, so ``act`` needs no env. The maximiser in ``learn`` draws its sa
 the learner's own key.
 """
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -47,10 +48,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..core import action_search, critics, exploration, losses, nets, off_policy, rollout
+from ..core import action_search, exploration, losses, nets, off_policy, rollout
 from ..core import buffer as replay
-from ..core.config import ConfigError, check_choice, check_positive_int, check_range
-from ..core.optim import adam_with_clipping, polyak_update, set_learning_rate
+from ..core import critics as critic_nets
+from ..core.config import ConfigError, check_choice, check_off_policy, check_range
+from ..core.optim import adam_step, adam_with_clipping, fresh_copy, polyak_update
 
 ACTION_KIND = "continuous"
 MAXIMISERS = ("random", "cem")
@@ -91,13 +93,8 @@ class Config(eqx.Module):
     exploration_fraction: float = 0.2  # … over this fraction of total_steps
 
     def __check_init__(self) -> None:
-        for name in ("total_steps", "num_envs", "rollout_steps", "gradient_steps",
-                     "buffer_size", "batch_size", "num_samples", "num_elites",
-                     "cem_iterations"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("learning_starts", self.learning_starts, minimum=0)
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+        # sizes, hidden, buffer, batch, one iteration
+        check_off_policy(self, "num_samples", "num_elites", "cem_iterations")
         check_choice("maximiser", self.maximiser, MAXIMISERS)
         check_choice("double_q", self.double_q, (True, False))
         check_choice("clipped_double_q", self.clipped_double_q, (True, False))
@@ -107,19 +104,6 @@ class Config(eqx.Module):
             raise ConfigError(
                 f"num_elites={self.num_elites} exceeds num_samples={self.num_samples}; "
                 "allowed: 1 ≤ num_elites ≤ num_samples"
-            )
-        if self.buffer_size % self.num_envs:
-            raise ConfigError(
-                f"buffer_size={self.buffer_size} must be a multiple of num_envs={self.num_envs}"
-            )
-        if self.batch_size > self.buffer_size:
-            raise ConfigError(
-                f"batch_size={self.batch_size} is larger than buffer_size={self.buffer_size}"
-            )
-        if self.total_steps < self.num_envs * self.rollout_steps:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one iteration "
-                f"(num_envs × rollout_steps = {self.num_envs * self.rollout_steps})"
             )
         check_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
         check_range("learning_rate_end_factor", self.learning_rate_end_factor, 0.0, 1.0)
@@ -173,16 +157,16 @@ def preset(env_id: str) -> dict[str, Any]:
 class Params(eqx.Module):
     """What acting needs: the critics and the action box."""
 
-    critic: eqx.Module  # ensemble of Q(s, a), array leaves [num_critics, ...]
-    action_low: jax.Array  # the box, shaped like one action
-    action_high: jax.Array
+    critics: eqx.Module  # ensemble of Q(s, a), array leaves [num_critics, ...]
+    low: jax.Array  # the box, shaped like one action
+    high: jax.Array
 
 
 class Learner(eqx.Module):
     """What ``learn`` reads and writes: nothing about acting or the environment."""
 
     params: Params  # online critics θ (and the action box)
-    target_critic: eqx.Module  # target critics θ̄
+    target_params: Params  # target critics θ̄ (Polyak-averaged) and the same box
     opt_state: optax.OptState
     updates: jax.Array  # int32: gradient updates done so far (drives the lr schedule)
     key: jax.Array  # the maximiser's samples in the targets
@@ -200,38 +184,16 @@ def _optimizer(config: Config) -> optax.GradientTransformation:
     return adam_with_clipping(config.learning_rate, config.max_grad_norm, config.adam_eps)
 
 
-def _size(shape: tuple[int, ...]) -> int:
-    size = 1
-    for dim in shape:
-        size *= dim
-    return size
-
-
 def default_network(key: jax.Array, config: Config, env: Any, env_params: Any) -> eqx.Module:
     """One critic: an MLP of the flattened observation and action to Q(s, a)."""
-    obs_size = _size(rollout.observation_shape(env, env_params))
-    action_size = _size(rollout.action_shape(env, env_params))
-    return critics.StateActionMLP(obs_size, action_size, config.hidden, key)
+    obs_size = math.prod(rollout.observation_shape(env, env_params))
+    action_size = math.prod(rollout.action_shape(env, env_params))
+    return critic_nets.StateActionMLP(obs_size, action_size, config.hidden, key)
 
 
-def member(critic: eqx.Module, index: int) -> eqx.Module:
+def member(critics: eqx.Module, index: int) -> eqx.Module:
     """Critic ``index`` of an ensemble (array leaves ``[num_critics, ...]``)."""
-    return jax.tree.map(lambda x: x[index], critic)
-
-
-def _check_network(critic: eqx.Module, env: Any, env_params: Any) -> None:
-    obs = jax.ShapeDtypeStruct(rollout.observation_shape(env, env_params), jnp.float32)
-    action = jax.ShapeDtypeStruct(rollout.action_shape(env, env_params), jnp.float32)
-    try:
-        out = eqx.filter_eval_shape(member(critic, 0), obs, action)
-    except Exception as error:
-        raise ConfigError(f"network cannot be applied to one observation {obs.shape} and one "
-                          f"action {action.shape}: {error}") from None
-    if getattr(out, "shape", None) not in ((), (1,)):
-        raise ConfigError(
-            f"network maps an observation {obs.shape} and an action {action.shape} to shape "
-            f"{getattr(out, 'shape', out)}; qt_opt needs Q(s, a) of shape () or (1,)"
-        )
+    return jax.tree.map(lambda x: x[index], critics)
 
 
 def _critics(key: jax.Array, config: Config, env: Any, env_params: Any, network: Any):
@@ -249,7 +211,7 @@ def _critics(key: jax.Array, config: Config, env: Any, env_params: Any, network:
             nets.resolve(network, key, lambda k: default_network(k, config, env, env_params))
         )
 
-    return critics.ensemble(make, key, config.num_critics)
+    return nets.ensemble(make, key, config.num_critics)
 
 
 def init(
@@ -261,23 +223,19 @@ def init(
     for ``clipped_double_q``: each critic gets its own initialisation); default: an MLP."""
     rollout.require_action_kind(env, env_params, ACTION_KIND, "qt_opt")
     net_key, env_key, learn_key, key = jax.random.split(key, 4)
-    critic = _critics(net_key, config, env, env_params, network)
-    _check_network(critic, env, env_params)
+    critics = _critics(net_key, config, env, env_params, network)
+    nets.check_output("network (obs, action → Q(s, a))", member(critics, 0),
+                      [rollout.observation_shape(env, env_params),
+                       rollout.action_shape(env, env_params)],
+                      [(), (1,)])
     low, high = rollout.action_bounds(env, env_params)
     env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
-    example = rollout.Transition(
-        obs=env_carry.obs[0],
-        action=jnp.zeros(low.shape, jnp.float32),
-        reward=jnp.zeros((), jnp.float32),
-        next_obs=env_carry.obs[0],
-        terminated=jnp.zeros((), bool),
-        truncated=jnp.zeros((), bool),
-    )
+    example = rollout.example_transition(env_carry.obs[0], jnp.zeros(low.shape, jnp.float32))
+    params = Params(critics, low, high)
     learner = Learner(
-        params=Params(critic, low, high),
-        # A copy, not the same arrays: donating a fresh state must not donate a buffer twice.
-        target_critic=jax.tree.map(jnp.copy, critic),
-        opt_state=_optimizer(config).init(eqx.filter(critic, eqx.is_array)),
+        params=params,
+        target_params=fresh_copy(params),
+        opt_state=_optimizer(config).init(eqx.filter(critics, eqx.is_array)),
         updates=jnp.zeros((), jnp.int32),
         key=learn_key,
     )
@@ -321,25 +279,25 @@ def maximise(
     return action.reshape(low.shape), value
 
 
-def ensemble_q(critic: eqx.Module, obs: jax.Array, action: jax.Array) -> jax.Array:
+def ensemble_q(critics: eqx.Module, obs: jax.Array, action: jax.Array) -> jax.Array:
     """Every critic's Q(s, a) for one (s, a): ``[num_critics]``."""
-    return eqx.filter_vmap(lambda c: q_value(c, obs, action))(critic)
+    return eqx.filter_vmap(lambda c: q_value(c, obs, action))(critics)
 
 
 def td_targets(
-    params: Params, target_critic: eqx.Module, batch: rollout.Transition, key: jax.Array,
+    params: Params, target_params: Params, batch: rollout.Transition, key: jax.Array,
     config: Config,
 ) -> jax.Array:
     """y = r + γ(1 − terminated) V̄(s') for a batch of transitions ``[B]`` (module doc)."""
-    low, high = params.action_low, params.action_high
-    selector = member(params.critic if config.double_q else target_critic, 0)
+    low, high = target_params.low, target_params.high
+    selector = member((params if config.double_q else target_params).critics, 0)
     keys = jax.random.split(key, batch.reward.shape[0])
     actions, values = jax.vmap(lambda k, o: maximise(selector, o, k, low, high, config))(
         keys, batch.next_obs
     )
     if config.double_q or config.clipped_double_q:
         q_target = jax.vmap(ensemble_q, in_axes=(None, 0, 0))(
-            target_critic, batch.next_obs, actions
+            target_params.critics, batch.next_obs, actions
         )
         values = jnp.min(q_target, axis=-1)  # V̄(s') = min_i Q_θ̄_i(s', â)
     discounts = config.gamma * (1.0 - batch.terminated.astype(values.dtype))
@@ -347,10 +305,10 @@ def td_targets(
 
 
 def loss_fn(
-    critic: eqx.Module, targets: jax.Array, batch: rollout.Transition, config: Config
+    critics: eqx.Module, targets: jax.Array, batch: rollout.Transition, config: Config
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean TD loss over the batch, summed over the critics, and diagnostics."""
-    q = jax.vmap(ensemble_q, in_axes=(None, 0, 0))(critic, batch.obs, batch.action)  # [B, M]
+    q = jax.vmap(ensemble_q, in_axes=(None, 0, 0))(critics, batch.obs, batch.action)  # [B, M]
     td_error = targets[:, None] - q
     loss = jnp.sum(jnp.mean(losses.td_loss(td_error, config.loss, config.huber_delta), axis=0))
     return loss, {"q_mean": jnp.mean(q), "td_abs": jnp.mean(jnp.abs(td_error))}
@@ -363,25 +321,30 @@ def learn(
     learner: Learner, batch: rollout.Transition, config: Config
 ) -> tuple[Learner, dict[str, jax.Array]]:
     """One Adam step on a batch of transitions (leaves ``[B, ...]``), then the Polyak
-    target update. Pure; needs no env."""
+    target update of the critics (the box is not averaged). Pure; needs no env."""
     key, target_key = jax.random.split(learner.key)
     learning_rate = config.learning_rate * exploration.linear_schedule(
         learner.updates, 1.0, config.learning_rate_end_factor, config.num_updates
     )
-    targets = td_targets(learner.params, learner.target_critic, batch, target_key, config)
+    params, target_params = learner.params, learner.target_params
+    targets = td_targets(params, target_params, batch, target_key, config)
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        learner.params.critic, targets, batch, config
+        params.critics, targets, batch, config
     )
-    opt_state = set_learning_rate(learner.opt_state, learning_rate)
-    updates, opt_state = _optimizer(config).update(
-        eqx.filter(grads, eqx.is_array), opt_state, eqx.filter(learner.params.critic, eqx.is_array)
+    critics, opt_state = adam_step(
+        _optimizer(config), params.critics, grads, learner.opt_state, learning_rate
     )
-    critic = eqx.apply_updates(learner.params.critic, updates)
-    target_critic = polyak_update(critic, learner.target_critic, config.tau)
-    params = Params(critic, learner.params.action_low, learner.params.action_high)
+    target_critics = polyak_update(critics, target_params.critics, config.tau)
     metrics = {"loss": loss, "learning_rate": learning_rate,
                "target_mean": jnp.mean(targets), **aux}
-    return Learner(params, target_critic, opt_state, learner.updates + 1, key), metrics
+    learner = Learner(
+        params=Params(critics, params.low, params.high),
+        target_params=Params(target_critics, target_params.low, target_params.high),
+        opt_state=opt_state,
+        updates=learner.updates + 1,
+        key=key,
+    )
+    return learner, metrics
 
 
 # ----------------------------------------------------------------------------- step / train
@@ -417,8 +380,8 @@ def explore(
 
 def _behaviour(params: Params, obs, key, parameter, uniform_phase, config: Config):
     search_key, explore_key, uniform_key = jax.random.split(key, 3)
-    low, high = params.action_low, params.action_high
-    action, _ = maximise(member(params.critic, 0), obs, search_key, low, high, config)
+    low, high = params.low, params.high
+    action, _ = maximise(member(params.critics, 0), obs, search_key, low, high, config)
     action = explore(explore_key, action, low, high, parameter, config)
     uniform = jax.random.uniform(uniform_key, low.shape, low.dtype, low, high)
     return jnp.where(uniform_phase, uniform, action)
@@ -484,8 +447,8 @@ def act(
     """An action for one observation: the maximiser's (which samples with ``key``), or that
     with exploration at its final ε or σ."""
     search_key, explore_key = jax.random.split(key)
-    low, high = params.action_low, params.action_high
-    action, _ = maximise(member(params.critic, 0), obs, search_key, low, high, config)
+    low, high = params.low, params.high
+    action, _ = maximise(member(params.critics, 0), obs, search_key, low, high, config)
     if deterministic:
         return action
     final = config.epsilon_end if config.exploration == "epsilon_uniform" else (

@@ -44,6 +44,7 @@ learner's own key. Numeric hyperparameters are leaves, so ``jax.vmap`` over
 entropy in one compiled program.
 """
 
+import math
 from typing import Any
 
 import equinox as eqx
@@ -54,8 +55,8 @@ import optax
 from ..core import buffer as replay
 from ..core import critics as critic_nets
 from ..core import distributions, exploration, losses, nets, off_policy, rollout
-from ..core.config import ConfigError, check_choice, check_positive_int, check_range
-from ..core.optim import adam_with_clipping, polyak_update, set_learning_rate
+from ..core.config import ConfigError, check_choice, check_off_policy, check_range
+from ..core.optim import adam_step, adam_with_clipping, fresh_copy, polyak_update
 
 ACTION_KIND = "both"  # continuous (scaled tanh-Normal) and discrete (Categorical)
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jax.nn.tanh, "silu": jax.nn.silu}
@@ -84,31 +85,17 @@ class Config(eqx.Module):
     gamma: float = 0.99  # discount γ
     tau: float = 0.005  # Polyak weight of the online critics: φ̄ ← τφ + (1 − τ)φ̄
     alpha_init: float = 1.0  # initial temperature α
-    target_entropy_per_dim: float = -1.0  # continuous: H̄ = this × action dimension
+    # Continuous: H̄ = this × action dimension D, compared with the entropy of π on the env's
+    # box, which is the unit-box entropy + Σ_d log half_d. So −1 here is a unit-box target of
+    # −1 − log half per dimension: −1 − log 2 ≈ −1.69 on Pendulum (half = 2), not the −1 of
+    # SB3 and softlearning (log π on the unit box); the presets were tuned with this one.
+    target_entropy_per_dim: float = -1.0
     target_entropy_fraction: float = 0.98  # discrete: H̄ = this × log|A|
 
     def __check_init__(self) -> None:
-        for name in ("total_steps", "num_envs", "rollout_steps", "gradient_steps",
-                     "buffer_size", "batch_size", "num_critics"):
-            check_positive_int(name, getattr(self, name))
-        check_positive_int("learning_starts", self.learning_starts, minimum=0)
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+        check_off_policy(self, "num_critics")  # sizes, hidden, buffer, batch, one iteration
         check_choice("activation", self.activation, tuple(ACTIVATIONS))
         check_choice("learn_alpha", self.learn_alpha, (True, False))
-        if self.buffer_size % self.num_envs:
-            raise ConfigError(
-                f"buffer_size={self.buffer_size} must be a multiple of num_envs={self.num_envs}"
-            )
-        if self.batch_size > self.buffer_size:
-            raise ConfigError(
-                f"batch_size={self.batch_size} is larger than buffer_size={self.buffer_size}"
-            )
-        if self.total_steps < self.num_envs * self.rollout_steps:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one iteration "
-                f"(num_envs × rollout_steps = {self.num_envs * self.rollout_steps})"
-            )
         check_range("learning_rate", self.learning_rate, 0.0, low_inclusive=False)
         check_range("learning_rate_end_factor", self.learning_rate_end_factor, 0.0, 1.0)
         check_range("max_grad_norm", self.max_grad_norm, 0.0, low_inclusive=False,
@@ -223,13 +210,6 @@ def _optimizer(config: Config) -> optax.GradientTransformation:
     return adam_with_clipping(config.learning_rate, config.max_grad_norm, config.adam_eps)
 
 
-def _size(shape) -> int:
-    size = 1
-    for dim in shape:
-        size *= dim
-    return size
-
-
 def default_networks(
     key: jax.Array, config: Config, env: Any, env_params: Any
 ) -> critic_nets.ActorCritics:
@@ -244,13 +224,13 @@ def default_networks(
         def make(key: jax.Array) -> eqx.Module:
             if len(obs_shape) == 3:
                 return nets.CNN(obs_shape, num_actions, config.hidden, key)
-            return nets.MLP(_size(obs_shape), num_actions, config.hidden, key, activation)
+            return nets.MLP(math.prod(obs_shape), num_actions, config.hidden, key, activation)
 
-        critics = critic_nets.ensemble(make, critic_key, config.num_critics)
+        critics = nets.ensemble(make, critic_key, config.num_critics)
         return critic_nets.ActorCritics(make(actor_key), critics)
-    obs_size, dim = _size(obs_shape), _size(rollout.action_shape(env, env_params))
+    obs_size, dim = math.prod(obs_shape), math.prod(rollout.action_shape(env, env_params))
     actor = nets.MLP(obs_size, 2 * dim, config.hidden, actor_key, activation)
-    critics = critic_nets.ensemble(
+    critics = nets.ensemble(
         lambda k: critic_nets.StateActionMLP(obs_size, dim, config.hidden, k, activation),
         critic_key,
         config.num_critics,
@@ -264,23 +244,22 @@ def _check_networks(network: Any, config: Config, env: Any, env_params: Any) -> 
             "network must be a minirl.core.critics.ActorCritics(actor, critics); got "
             f"{type(network).__name__}"
         )
-    obs = jax.ShapeDtypeStruct(rollout.observation_shape(env, env_params), jnp.float32)
+    obs = rollout.observation_shape(env, env_params)
     m = config.num_critics
     if rollout.action_kind(env, env_params) == "discrete":
         num_actions = rollout.num_actions(env, env_params)
-        critic_nets.check_output("network.actor", network.actor, (obs,), [(num_actions,)])
-        critic_nets.check_output(
+        nets.check_output("network.actor", network.actor, [obs], [(num_actions,)])
+        nets.check_output(
             f"network.critics (an ensemble of num_critics={m})",
-            lambda o: eqx.filter_vmap(lambda c: c(o))(network.critics), (obs,),
+            lambda o: eqx.filter_vmap(lambda c: c(o))(network.critics), [obs],
             [(m, num_actions)],
         )
         return
-    dim = _size(rollout.action_shape(env, env_params))
-    action = jax.ShapeDtypeStruct((dim,), jnp.float32)
-    critic_nets.check_output("network.actor", network.actor, (obs,), [(2 * dim,)])
-    critic_nets.check_output(
+    dim = math.prod(rollout.action_shape(env, env_params))
+    nets.check_output("network.actor", network.actor, [obs], [(2 * dim,)])
+    nets.check_output(
         f"network.critics (an ensemble of num_critics={m})",
-        lambda o, a: critic_nets.apply_ensemble(network.critics, o, a), (obs, action),
+        lambda o, a: critic_nets.apply_ensemble(network.critics, o, a), [obs, (dim,)],
         [(m,), (m, 1)],
     )
 
@@ -294,7 +273,7 @@ def init(
     ``network`` (optional) is a ``core.critics.ActorCritics(actor, critics)`` or a factory
     ``key -> ActorCritics`` (``core.nets.resolve``): ``actor(obs)`` gives ``[2D]`` (mean and
     log σ of the pre-squash Gaussian) for a ``D``-dimensional box, or logits ``[A]``;
-    ``critics`` is ``core.critics.ensemble(make, key, num_critics)`` of modules
+    ``critics`` is ``core.nets.ensemble(make, key, num_critics)`` of modules
     ``(obs, unit_action[D]) -> Q`` (continuous; actions in (−1, 1)^D) or ``obs -> Q [A]``."""
     rollout.require_action_kind(env, env_params, ACTION_KIND, "sac")
     continuous = rollout.action_kind(env, env_params) == "continuous"
@@ -316,8 +295,7 @@ def init(
     learner = Learner(
         params=params,
         critics=critics,
-        # A copy, not the same arrays: donating a fresh state must not donate a buffer twice.
-        target_critics=jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, critics),
+        target_critics=fresh_copy(critics),
         log_alpha=log_alpha,
         actor_opt_state=optimizer.init(eqx.filter(params.net, eqx.is_array)),
         critic_opt_state=optimizer.init(eqx.filter(critics, eqx.is_array)),
@@ -327,14 +305,7 @@ def init(
     )
     env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
     action = jnp.zeros_like(low) if continuous else jnp.zeros((), jnp.int32)
-    example = rollout.Transition(
-        obs=env_carry.obs[0],
-        action=action,
-        reward=jnp.zeros((), jnp.float32),
-        next_obs=env_carry.obs[0],
-        terminated=jnp.zeros((), bool),
-        truncated=jnp.zeros((), bool),
-    )
+    example = rollout.example_transition(env_carry.obs[0], action)
     return State(
         learner=learner,
         buffer=replay.init(config.buffer_size, example),
@@ -429,14 +400,6 @@ def actor_loss(
 # ----------------------------------------------------------------------------- learn
 
 
-def _adam_step(optimizer, params, grads, opt_state, learning_rate):
-    opt_state = set_learning_rate(opt_state, learning_rate)
-    updates, opt_state = optimizer.update(
-        eqx.filter(grads, eqx.is_array), opt_state, eqx.filter(params, eqx.is_array)
-    )
-    return eqx.apply_updates(params, updates), opt_state
-
-
 def learn(
     learner: Learner, batch: rollout.Transition, config: Config
 ) -> tuple[Learner, dict[str, jax.Array]]:
@@ -456,7 +419,7 @@ def learn(
     (loss, q_mean), grads = jax.value_and_grad(critic_loss, has_aux=True)(
         learner.critics, params, batch, targets
     )
-    critics, critic_opt_state = _adam_step(
+    critics, critic_opt_state = adam_step(
         optimizer, learner.critics, grads, learner.critic_opt_state, learning_rate
     )
     target_critics = polyak_update(critics, learner.target_critics, config.tau)
@@ -464,12 +427,12 @@ def learn(
     (_, aux), (net_grads, alpha_grad) = jax.value_and_grad(
         actor_loss, argnums=(0, 1), has_aux=True
     )(params.net, learner.log_alpha, params, critics, batch.obs, actor_key, config)
-    net, actor_opt_state = _adam_step(
+    net, actor_opt_state = adam_step(
         optimizer, params.net, net_grads, learner.actor_opt_state, learning_rate
     )
     log_alpha, alpha_opt_state = learner.log_alpha, learner.alpha_opt_state
     if config.learn_alpha:
-        log_alpha, alpha_opt_state = _adam_step(
+        log_alpha, alpha_opt_state = adam_step(
             optimizer, log_alpha, alpha_grad, alpha_opt_state, learning_rate
         )
     learner = Learner(

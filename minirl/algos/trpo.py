@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from ..core import losses, optim, rollout
-from ..core.config import ConfigError, check_choice, check_positive_int, check_range
+from ..core.config import ConfigError, check_choice, check_on_policy, check_range
 from ..core.optim import adam_with_clipping
 from . import ppo
 
@@ -79,11 +79,8 @@ class Config(eqx.Module):
     init_log_std: float = 0.0  # continuous: initial log σ
 
     def __check_init__(self) -> None:
-        for name in ("total_steps", "num_envs", "rollout_steps", "cg_iterations",
-                     "max_backtracks", "value_epochs", "value_minibatches"):
-            check_positive_int(name, getattr(self, name))
-        if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
-            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty tuple of positive ints")
+        check_on_policy(self, "cg_iterations", "max_backtracks", "value_epochs",
+                        "value_minibatches")  # sizes, hidden, one iteration
         check_choice("network", self.network, ("auto", "mlp", "cnn"))
         check_choice("activation", self.activation, tuple(ppo.ACTIVATIONS))
         for name in ("squash", "normalize_observations", "normalize_advantages", "line_search"):
@@ -93,11 +90,6 @@ class Config(eqx.Module):
             raise ConfigError(
                 f"value_minibatches={self.value_minibatches} must divide num_envs × "
                 f"rollout_steps = {batch}"
-            )
-        if self.total_steps < batch:
-            raise ConfigError(
-                f"total_steps={self.total_steps} is less than one iteration "
-                f"(num_envs × rollout_steps = {batch})"
             )
         check_range("max_kl", self.max_kl, 0.0, low_inclusive=False)
         check_range("cg_damping", self.cg_damping, 0.0)

@@ -20,7 +20,9 @@ elites),
     m ← β m + (1 − β) mean(elites),      σ ← β σ + (1 − β) std(elites),
 
 with smoothing β ∈ [0, 1); it starts from the box centre with σ the half-width, and returns
-the best action evaluated in any round. N × iterations evaluations in all. QT-Opt uses two
+the best action evaluated in any round. N × iterations evaluations in all. The loop itself,
+:func:`cross_entropy_method`, works on points of any shape and is also the one
+``minirl.planning.shooting.cem`` runs over action sequences. QT-Opt uses two
 rounds of 64 samples with 6 elites (Kalashnikov et al., 2018, "QT-Opt: scalable deep RL for
 vision-based robotic manipulation", §4.2).
 
@@ -82,6 +84,62 @@ def random_search(
     return candidates[best], values[best]
 
 
+def cross_entropy_method(
+    key: jax.Array,
+    score: Callable[[jax.Array], jax.Array],
+    mean: jax.Array,
+    std: jax.Array,
+    low: jax.Array,
+    high: jax.Array,
+    *,
+    num_samples: int,
+    num_elites: int,
+    iterations: int,
+    smoothing: float | jax.Array = 0.0,
+) -> tuple[jax.Array, jax.Array]:
+    """The CEM loop (module doc), maximising ``score`` over points shaped like ``mean``: one
+    action ``[D]`` here, an action sequence ``[H, m]`` in ``planning.shooting.cem``.
+
+    ``score(samples [N, *mean.shape]) -> [N]`` rates a batch of samples (higher is better;
+    map non-finite values to −∞ first). Each of ``iterations`` rounds draws N points from
+    N(mean, std²) clipped to [low, high] (which broadcast against ``mean``; ±inf leaves a side
+    open), replaces the first by the mean itself, and refits mean and std to the M best,
+    smoothed by β = ``smoothing``. Returns the best point scored in any round and its score,
+    so the score returned is the score of the point returned and is never below the initial
+    mean's. ``mean`` should lie in the box.
+    """
+    check_positive_int("num_samples", num_samples)
+    check_positive_int("num_elites", num_elites)
+    check_positive_int("iterations", iterations)
+    if num_elites > num_samples:
+        raise ConfigError(
+            f"num_elites={num_elites} exceeds num_samples={num_samples}; allowed: "
+            "1 ≤ num_elites ≤ num_samples"
+        )
+    check_range("smoothing", smoothing, 0.0, 1.0, high_inclusive=False)
+    std = jnp.broadcast_to(jnp.asarray(std, mean.dtype), mean.shape)
+
+    def iteration(carry, key):
+        mean, std, best, best_score = carry
+        noise = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
+        samples = jnp.clip(mean + std * noise, low, high).at[0].set(mean)
+        elite_scores, elite_index = jax.lax.top_k(score(samples), num_elites)
+        elites = samples[elite_index]
+        mean = smoothing * mean + (1.0 - smoothing) * jnp.mean(elites, axis=0)
+        std = smoothing * std + (1.0 - smoothing) * jnp.std(elites, axis=0)
+        better = elite_scores[0] > best_score
+        best = jnp.where(better, elites[0], best)
+        best_score = jnp.where(better, elite_scores[0], best_score)
+        return (mean, std, best, best_score), None
+
+    samples = jax.ShapeDtypeStruct((num_samples, *mean.shape), mean.dtype)
+    init = (mean, std, mean, jnp.asarray(-jnp.inf, jax.eval_shape(score, samples).dtype))
+    (_, _, best, best_score), _ = jax.lax.scan(
+        iteration, init, jax.random.split(key, iterations)
+    )
+    return best, best_score
+
+
 def cem(
     key: jax.Array,
     q_fn: QFn,
@@ -101,35 +159,11 @@ def cem(
     half-width. Returns the best action evaluated in any of the ``iterations`` rounds of
     ``num_samples`` samples, and its value.
     """
-    check_positive_int("num_samples", num_samples)
-    check_positive_int("num_elites", num_elites)
-    check_positive_int("iterations", iterations)
-    if num_elites > num_samples:
-        raise ConfigError(
-            f"num_elites={num_elites} exceeds num_samples={num_samples}; allowed: "
-            "1 ≤ num_elites ≤ num_samples"
-        )
-    check_range("smoothing", smoothing, 0.0, 1.0, high_inclusive=False)
     low, high = _box(low, high)
     mean = 0.5 * (low + high) if init_mean is None else jnp.clip(init_mean, low, high)
     std = 0.5 * (high - low) if init_std is None else init_std
-    std = jnp.broadcast_to(jnp.asarray(std, mean.dtype), mean.shape)
-
-    def iteration(carry, key):
-        mean, std, best_action, best_value = carry
-        noise = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
-        samples = jnp.clip(mean + std * noise, low, high).at[0].set(mean)
-        values = evaluate(q_fn, samples)
-        elite_values, elite_index = jax.lax.top_k(values, num_elites)
-        elites = samples[elite_index]
-        mean = smoothing * mean + (1.0 - smoothing) * jnp.mean(elites, axis=0)
-        std = smoothing * std + (1.0 - smoothing) * jnp.std(elites, axis=0)
-        better = elite_values[0] > best_value
-        best_action = jnp.where(better, elites[0], best_action)
-        best_value = jnp.where(better, elite_values[0], best_value)
-        return (mean, std, best_action, best_value), None
-
-    value_dtype = jax.eval_shape(q_fn, mean).dtype
-    init = (mean, std, mean, jnp.asarray(-jnp.inf, value_dtype))
-    (_, _, action, value), _ = jax.lax.scan(iteration, init, jax.random.split(key, iterations))
-    return action, value
+    return cross_entropy_method(
+        key, lambda actions: evaluate(q_fn, actions), mean, std, low, high,
+        num_samples=num_samples, num_elites=num_elites, iterations=iterations,
+        smoothing=smoothing,
+    )

@@ -78,6 +78,55 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> None:
         )
 
 
+def check_hidden(name: str, value: Any) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is a non-empty tuple of positive ints
+    (the widths of a network's hidden layers)."""
+    if (not isinstance(value, tuple | list) or not value
+            or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in value)):
+        raise ConfigError(f"{name}={value!r} must be a non-empty tuple of positive ints")
+
+
+def check_one_iteration(total_steps: int, num_envs: int, rollout_steps: int) -> None:
+    """Raise :class:`ConfigError` unless ``total_steps`` covers one iteration, the
+    ``num_envs × rollout_steps`` env steps that one ``step`` collects."""
+    if total_steps < num_envs * rollout_steps:
+        raise ConfigError(
+            f"total_steps={total_steps} is less than one iteration "
+            f"(num_envs × rollout_steps = {num_envs * rollout_steps})"
+        )
+
+
+def check_on_policy(config: Any, *sizes: str) -> None:
+    """The sizes every learner that collects ``num_envs × rollout_steps`` env steps per
+    iteration shares, checked once here: ``total_steps``, ``num_envs``, ``rollout_steps``
+    and the fields named in ``sizes`` are integers ≥ 1; ``hidden`` is a non-empty tuple of
+    positive ints; ``total_steps`` covers one iteration."""
+    for name in ("total_steps", "num_envs", "rollout_steps", *sizes):
+        check_positive_int(name, getattr(config, name))
+    check_hidden("hidden", config.hidden)
+    check_one_iteration(config.total_steps, config.num_envs, config.rollout_steps)
+
+
+def check_off_policy(config: Any, *sizes: str) -> None:
+    """:func:`check_on_policy`'s checks plus the replay buffer's, for every replay-based
+    learner: ``gradient_steps``, ``buffer_size``, ``batch_size`` (and ``sizes``) are
+    integers ≥ 1 and ``learning_starts`` ≥ 0; ``buffer_size`` is a multiple of ``num_envs``
+    (each ``add`` writes one step of every env, so a stored window follows one env through
+    time); ``batch_size`` ≤ ``buffer_size``."""
+    check_on_policy(config, "gradient_steps", "buffer_size", "batch_size", *sizes)
+    check_positive_int("learning_starts", config.learning_starts, minimum=0)
+    if config.buffer_size % config.num_envs:
+        raise ConfigError(
+            f"buffer_size={config.buffer_size} must be a multiple of "
+            f"num_envs={config.num_envs}"
+        )
+    if config.batch_size > config.buffer_size:
+        raise ConfigError(
+            f"batch_size={config.batch_size} is larger than buffer_size={config.buffer_size}; "
+            "allowed: batch_size ≤ buffer_size"
+        )
+
+
 def _show(array: np.ndarray) -> str:
     flat = np.ravel(array)
     text = ", ".join(f"{x:g}" for x in flat[:4])

@@ -2,8 +2,9 @@
 
 Unbatched: one observation ``[*obs_shape]`` and one action ``[D]`` in, a scalar out; callers
 ``vmap`` over batches. An ensemble of M critics is one module whose array leaves carry a
-leading axis ``[M, ...]`` (initialised with ``jax.vmap`` over M keys), applied with
-``jax.vmap`` over that axis: twin critics (Fujimoto et al., 2018) are ``size=2``.
+leading axis ``[M, ...]`` (built by ``nets.ensemble``, ``jax.vmap`` over M keys; also
+reachable here as ``critics.ensemble``), applied with ``jax.vmap`` over that axis: twin
+critics (Fujimoto et al., 2018) are ``size=2``.
 """
 
 from collections.abc import Callable, Sequence
@@ -12,8 +13,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .config import ConfigError
 from .nets import MLP
+from .nets import ensemble as ensemble  # one definition, in nets; re-exported for critics
 
 
 class StateActionMLP(eqx.Module):
@@ -34,11 +35,6 @@ class StateActionMLP(eqx.Module):
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         x = jnp.concatenate([jnp.ravel(obs).astype(jnp.float32), jnp.ravel(action)])
         return self.net(x)[0]
-
-
-def ensemble(make: Callable[[jax.Array], eqx.Module], key: jax.Array, size: int) -> eqx.Module:
-    """``size`` independently initialised critics, array leaves stacked ``[size, ...]``."""
-    return eqx.filter_vmap(make)(jax.random.split(key, size))
 
 
 def apply_ensemble(critics: eqx.Module, obs: jax.Array, action: jax.Array) -> jax.Array:
@@ -67,27 +63,10 @@ def ensemble_size(critics: eqx.Module) -> int:
 class ActorCritics(eqx.Module):
     """A user's networks for the actor-critic algorithms (SAC, DDPG/TD3): ``actor`` maps one
     observation to what the algorithm's docstring says, and ``critics`` is an ensemble built
-    by :func:`ensemble` (array leaves ``[M, ...]``, M = the number of critics the algorithm's
+    by ``nets.ensemble`` (array leaves ``[M, ...]``, M = the number of critics the algorithm's
     config asks for), each member mapping ``(obs, action)`` (continuous) or ``obs``
     (discrete) to Q-values."""
 
     actor: eqx.Module
     critics: eqx.Module
 
-
-def check_output(name: str, fn: Callable, args: tuple, allowed: Sequence[tuple[int, ...]]) -> None:
-    """Raise :class:`ConfigError` unless ``fn(*args)`` (abstract ``jax.ShapeDtypeStruct``
-    arguments; nothing is computed) has one of the ``allowed`` shapes."""
-    try:
-        out = eqx.filter_eval_shape(fn, *args)
-    except Exception as error:
-        shapes = ", ".join(str(tuple(a.shape)) for a in args)
-        raise ConfigError(
-            f"{name} cannot be applied to inputs of shapes {shapes}: {error}"
-        ) from None
-    shape = getattr(out, "shape", None)
-    if shape not in [tuple(s) for s in allowed]:
-        raise ConfigError(
-            f"{name} returns shape {shape if shape is not None else out}; allowed: "
-            + " or ".join(str(tuple(s)) for s in allowed)
-        )

@@ -1,14 +1,18 @@
-"""Equinox networks: MLP, a small CNN for image observations, and ensembles.
+"""Equinox networks: MLP, a small CNN for image observations, and ensembles; and the check
+of a user's network against the shapes an algorithm needs.
 
 Networks act on one unbatched observation (callers ``vmap``); observations of any dtype
 (MinAtar's are booleans) are cast to float32 inside.
 """
 
+import math
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+
+from .config import ConfigError
 
 
 class MLP(eqx.Module):
@@ -89,10 +93,7 @@ def make_network(
             )
         return CNN(obs_shape, out_size, hidden, key)
     if kind == "mlp":
-        size = 1
-        for dim in obs_shape:
-            size *= dim
-        return MLP(size, out_size, hidden, key)
+        return MLP(math.prod(obs_shape), out_size, hidden, key)
     raise ValueError(f"network={kind!r} is not allowed; choose one of 'auto', 'mlp', 'cnn'")
 
 
@@ -105,11 +106,40 @@ def apply_batched(network: Callable, x: jax.Array, batch_dims: int = 1) -> jax.A
 
 
 def ensemble(make: Callable[[jax.Array], eqx.Module], key: jax.Array, size: int) -> eqx.Module:
-    """``size`` independently initialised members stacked on a leading axis.
+    """``size`` independently initialised members (``make(key)`` each), array leaves stacked
+    on a leading axis ``[size, ...]``: twin critics are ``size=2``.
 
     Call with ``eqx.filter_vmap(lambda m, x: m(x), in_axes=(eqx.if_array(0), None))``.
     """
     return eqx.filter_vmap(make)(jax.random.split(key, size))
+
+
+def check_output(
+    name: str, fn: Callable, inputs: Sequence, allowed: Sequence[tuple[int, ...]]
+) -> None:
+    """Raise :class:`ConfigError` unless ``fn(*inputs)`` has one of the ``allowed`` shapes.
+
+    ``inputs`` are shapes (float32 is assumed) or ``jax.ShapeDtypeStruct``s: ``fn`` is traced
+    abstractly and nothing is computed. What ``init`` calls on a user's network, so that a
+    wrong output shape is a one-line error naming ``name`` and not a broadcasting error deep
+    inside a loss."""
+    args = tuple(
+        x if isinstance(x, jax.ShapeDtypeStruct) else jax.ShapeDtypeStruct(tuple(x), jnp.float32)
+        for x in inputs
+    )
+    shapes = ", ".join(str(tuple(a.shape)) for a in args)
+    try:
+        out = eqx.filter_eval_shape(fn, *args)
+    except Exception as error:
+        raise ConfigError(
+            f"{name} cannot be applied to inputs of shapes {shapes}: {error}"
+        ) from None
+    shape = getattr(out, "shape", None)
+    if shape not in [tuple(s) for s in allowed]:
+        raise ConfigError(
+            f"{name} returns shape {shape if shape is not None else out} for inputs of shapes "
+            f"{shapes}; allowed: " + " or ".join(str(tuple(s)) for s in allowed)
+        )
 
 
 class Wrapped(eqx.Module):

@@ -1,5 +1,6 @@
 """Optimisation helpers: target-network updates and optax chains with traced hyperparameters."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optax
@@ -15,6 +16,13 @@ def polyak_update(online: PyTree, target: PyTree, tau: float | jax.Array) -> PyT
     as φ' ← τ'φ' + (1 − τ')φ with τ' ≈ 0.999, the weight of the *target*: τ = 1 − τ'.
     """
     return jax.tree.map(lambda p, t: tau * p + (1.0 - tau) * t, online, target)
+
+
+def fresh_copy(tree: PyTree) -> PyTree:
+    """``tree`` with every array copied: the target θ̄ = θ at ``init``. A copy, not the same
+    arrays, because donating a fresh state (``donate_argnums``) must not donate one buffer
+    twice."""
+    return jax.tree.map(lambda x: jnp.copy(x) if eqx.is_array(x) else x, tree)
 
 
 def hard_target_update(
@@ -53,6 +61,23 @@ def set_learning_rate(opt_state, learning_rate: jax.Array):
     hyperparams = dict(opt_state.hyperparams)
     hyperparams["learning_rate"] = jnp.asarray(learning_rate, hyperparams["learning_rate"].dtype)
     return opt_state._replace(hyperparams=hyperparams)
+
+
+def adam_step(
+    optimizer: optax.GradientTransformation,
+    params: PyTree,
+    grads: PyTree,
+    opt_state,
+    learning_rate: jax.Array,
+) -> tuple[PyTree, optax.OptState]:
+    """One step of an ``inject_hyperparams`` optimiser (:func:`adam_with_clipping`) at
+    ``learning_rate``: the updated ``params`` and optimiser state. Only array leaves are
+    updated; a module's static parts (activations) pass through unchanged."""
+    opt_state = set_learning_rate(opt_state, learning_rate)
+    updates, opt_state = optimizer.update(
+        eqx.filter(grads, eqx.is_array), opt_state, eqx.filter(params, eqx.is_array)
+    )
+    return eqx.apply_updates(params, updates), opt_state
 
 
 # ----------------------------------------------------------------------------- trust regions

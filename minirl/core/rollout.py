@@ -140,6 +140,21 @@ class Transition(eqx.Module):
         return self.terminated | self.truncated
 
 
+def example_transition(obs: jax.Array, action: jax.Array, policy_info: Any = None) -> Transition:
+    """One transition shaped like one observation ``obs`` and one ``action`` (and, if given,
+    ``policy_info``), with a float32 reward and boolean episode ends: the item a replay
+    buffer is initialised with (``buffer.init(capacity, example)``); values are not used."""
+    return Transition(
+        obs=obs,
+        action=action,
+        reward=jnp.zeros((), jnp.float32),
+        next_obs=obs,
+        terminated=jnp.zeros((), bool),
+        truncated=jnp.zeros((), bool),
+        policy_info=policy_info,
+    )
+
+
 def reset(key: jax.Array, env: Any, env_params: Any, num_envs: int) -> EnvCarry:
     """Reset ``num_envs`` copies of ``env``."""
     keys = jax.random.split(key, num_envs)

@@ -75,6 +75,7 @@ import numpy as np
 import optax
 
 from ..core.config import ConfigError, check_choice, check_positive_int, check_range
+from ..core.distributions import Normal
 
 KINDS = ("deterministic", "probabilistic", "bnn")
 ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jax.nn.tanh, "silu": jax.nn.silu,
@@ -364,23 +365,15 @@ def gaussian_nll(mean: jax.Array, logvar: jax.Array, target: jax.Array) -> jax.A
     return 0.5 * (jnp.square(target - mean) * jnp.exp(-logvar) + logvar + jnp.log(2 * jnp.pi))
 
 
-def gaussian_kl(
-    mean: jax.Array, log_std: jax.Array, prior_std: float | jax.Array
-) -> jax.Array:
-    """KL(N(m, s²) ‖ N(0, p²)) = log(p / s) + (s² + m²) / (2p²) − ½, elementwise."""
-    return (
-        jnp.log(prior_std) - log_std
-        + (jnp.exp(2 * log_std) + jnp.square(mean)) / (2 * jnp.square(prior_std))
-        - 0.5
-    )
-
-
 def kl_divergence(posterior: Posterior, prior_std: float | jax.Array) -> jax.Array:
-    """KL(q ‖ p) summed over every weight and bias of an unstacked posterior, in closed form
-    (q and p factorise into independent Gaussians, so the KL is a sum)."""
+    """KL(q ‖ p) summed over every weight and bias of an unstacked posterior, in closed form:
+    q and p factorise into independent Gaussians, so the KL is the sum over weights of
+    KL(N(m, s²) ‖ N(0, p²)) = log(p / s) + (s² + m²) / (2p²) − ½ (``core.distributions.Normal``'s
+    ``kl``)."""
     means = (*posterior.weight_mean, *posterior.bias_mean)
     log_stds = (*posterior.weight_log_std, *posterior.bias_log_std)
-    return sum(jnp.sum(gaussian_kl(m, ls, prior_std)) for m, ls in zip(means, log_stds))
+    prior = Normal(jnp.zeros(()), jnp.log(jnp.asarray(prior_std)))
+    return sum(jnp.sum(Normal(m, ls).kl(prior)) for m, ls in zip(means, log_stds))
 
 
 def loss(

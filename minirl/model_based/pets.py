@@ -186,7 +186,7 @@ class Params(eqx.Module):
 class Learner(eqx.Module):
     params: Params
     opt_state: optax.OptState
-    fits: jax.Array  # int32: model fits done so far
+    updates: jax.Array  # int32: model gradient updates done so far (fit_updates per fit)
     key: jax.Array
 
 
@@ -246,7 +246,7 @@ def learn(
         config.model_config, num_updates=config.fit_updates, batch_size=config.batch_size,
     )
     params = eqx.tree_at(lambda p: p.model, learner.params, model)
-    return Learner(params, opt_state, learner.fits + 1, key), metrics
+    return Learner(params, opt_state, learner.updates + config.fit_updates, key), metrics
 
 
 # ----------------------------------------------------------------------------- planning
@@ -340,17 +340,19 @@ def cost_step(params: Params, propagate: Propagate) -> shooting.Step:
 
 
 def plan(
-    key: jax.Array, params: Params, propagate: Propagate, obs: jax.Array,
-    init_mean: jax.Array, config: Config,
+    key: jax.Array, particle_key: jax.Array, params: Params, propagate: Propagate,
+    obs: jax.Array, init_mean: jax.Array, config: Config,
 ) -> shooting.Plan:
     """CEM (warm-started at ``init_mean [H, m]``) or random shooting from ``obs`` with
-    ``config.particles`` particles. The planner gets ``key`` itself (so with the env as the
-    model it draws exactly what ``minirl.planning.mpc`` draws); the particles' randomness
-    comes from ``fold_in(key, 1)``."""
+    ``config.particles`` particles. The planner draws its candidates from ``key`` (so with
+    the env as the model it draws exactly what ``minirl.planning.mpc`` draws); the
+    particles' randomness comes from ``particle_key``, which must be independent of ``key``
+    (a sibling from one ``split``, never ``fold_in(key, i)``: with partitionable threefry
+    that equals ``split(key, n)[i]``, the key of CEM iteration i)."""
     state = PlanState(
         jnp.broadcast_to(obs, (config.particles, obs.shape[-1])),
         jnp.zeros((config.particles,), bool),
-        jax.random.fold_in(key, 1),
+        particle_key,
     )
     step = cost_step(params, propagate)
     if config.planner == "random":
@@ -367,10 +369,12 @@ def plan(
 
 def _plan_from(params: Params, obs: jax.Array, key: jax.Array, init_mean: jax.Array,
                config: Config) -> shooting.Plan:
-    member_key, plan_key = jax.random.split(key)
+    """Plan from ``obs``: ``key`` is split once into the members' key (bnn weight draws),
+    the particles' key and the planner's key, each used once."""
+    member_key, particle_key, planner_key = jax.random.split(key, 3)
     propagate = model_propagator(params, member_key, config)
-    return plan(plan_key, params, propagate, jnp.reshape(obs, (-1,)).astype(jnp.float32),
-                init_mean, config)
+    return plan(planner_key, particle_key, params, propagate,
+                jnp.reshape(obs, (-1,)).astype(jnp.float32), init_mean, config)
 
 
 def act(

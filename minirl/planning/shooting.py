@@ -18,7 +18,9 @@ the Gaussian to the M lowest-cost samples (the elites), and repeats:
 with smoothing β ∈ [0, 1). The current mean is always one of the samples, and the plan
 returned is the lowest-cost sequence evaluated in any iteration, so the returned cost is the
 cost of the returned plan and never exceeds that of the initial mean (a warm start, e.g.
-:func:`shift` of the previous plan in MPC; Chua et al., 2018, "PETS").
+:func:`shift` of the previous plan in MPC; Chua et al., 2018, "PETS"). The loop is
+``core.action_search.cross_entropy_method`` (the one QT-Opt's action search runs) maximising
+−J over sequences.
 """
 
 from collections.abc import Callable
@@ -28,6 +30,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from ..core.action_search import cross_entropy_method
 from ..core.config import ConfigError, check_positive_int, check_range
 
 Step = Callable[[Any, jax.Array], tuple[Any, jax.Array]]
@@ -144,40 +147,22 @@ def cem(
     evaluated, with its predicted states and cost.
     """
     check_positive_int("num_samples", num_samples, minimum=2)
-    check_positive_int("num_elites", num_elites)
-    check_positive_int("iterations", iterations)
-    if num_elites > num_samples:
-        raise ConfigError(
-            f"num_elites={num_elites} exceeds num_samples={num_samples}; allowed: "
-            "1 ≤ num_elites ≤ num_samples"
-        )
-    check_range("smoothing", smoothing, 0.0, 1.0, high_inclusive=False)
     check_range("init_std", init_std, 0.0)
     check_range("low", low, allow_inf=True)  # ±inf: that side unbounded
     check_range("high", high, allow_inf=True)
     if init_mean.ndim != 2:
         raise ConfigError(f"init_mean has shape {init_mean.shape}; allowed: [H, m]")
     low, high = _check_bounds(jnp.asarray(low), jnp.asarray(high), init_mean.shape[-1])
-    mean = jnp.clip(init_mean, low, high)
-    std = jnp.broadcast_to(jnp.asarray(init_std, mean.dtype), mean.shape)
 
-    def iteration(carry, key):
-        mean, std, best_actions, best_cost = carry
-        noise = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
-        samples = jnp.clip(mean + std * noise, low, high).at[0].set(mean)
-        _, costs = jax.vmap(evaluate, in_axes=(None, None, 0, None))(
+    def score(samples: jax.Array) -> jax.Array:  # −J of each sequence (+∞ cost → −∞)
+        return -jax.vmap(evaluate, in_axes=(None, None, 0, None))(
             step, state, samples, final_cost
-        )
-        _, elite_index = jax.lax.top_k(-costs, num_elites)
-        elites = samples[elite_index]
-        mean = smoothing * mean + (1.0 - smoothing) * jnp.mean(elites, axis=0)
-        std = smoothing * std + (1.0 - smoothing) * jnp.std(elites, axis=0)
-        better = costs[elite_index[0]] < best_cost
-        best_actions = jnp.where(better, elites[0], best_actions)
-        best_cost = jnp.where(better, costs[elite_index[0]], best_cost)
-        return (mean, std, best_actions, best_cost), None
+        )[1]
 
-    init = (mean, std, mean, jnp.asarray(jnp.inf, mean.dtype))
-    (_, _, actions, _), _ = jax.lax.scan(iteration, init, jax.random.split(key, iterations))
+    actions, _ = cross_entropy_method(
+        key, score, jnp.clip(init_mean, low, high), init_std, low, high,
+        num_samples=num_samples, num_elites=num_elites, iterations=iterations,
+        smoothing=smoothing,
+    )
     states, cost = evaluate(step, state, actions, final_cost)
     return Plan(actions, states, cost)

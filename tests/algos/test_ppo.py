@@ -1,6 +1,6 @@
 """PPO: the contract's transformations (same key same bits, jit == eager, vmap == loop over
 seeds and over env parameters, sweeps without recompiling), data parallelism over devices
-(``minirl.sweep.data_parallel``), continuous actions with the
+(``minirl.parallel.data_parallel``), continuous actions with the
 bounds taken from the env parameters, a user's own networks, the learning-rate schedule and
 the Lagrangian's dual ascent against independent references, config validation and the
 CLI."""
@@ -130,8 +130,8 @@ def test_vmap_over_env_params_equals_separate_runs_with_per_run_action_bounds():
     for i, (torque, env_params) in enumerate(zip(torques, params)):
         state, metrics = TRAIN(key, config, PENDULUM, env_params)
         agent = jax.tree.map(lambda x, i=i: x[i], batched_state.learner.params)
-        np.testing.assert_array_equal(agent.action_low, [-torque])
-        np.testing.assert_array_equal(agent.action_high, [torque])
+        np.testing.assert_array_equal(agent.low, [-torque])
+        np.testing.assert_array_equal(agent.high, [torque])
         np.testing.assert_allclose(metrics["episode_return_sum"],
                                    batched["episode_return_sum"][i], rtol=1e-4)
         assert_trees_close(state.learner.params, agent, rtol=1e-4, atol=1e-5)
@@ -150,7 +150,7 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
     import jax
     import numpy as np
 
-    from minirl import envs, sweep
+    from minirl import envs, parallel
     from minirl.algos import ppo
 
     assert jax.device_count() == 2, jax.devices()
@@ -162,7 +162,7 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
                                                    normalize_observations=True)),
         "pendulum": ("Pendulum-v1", {}),
     }
-    mesh = sweep.make_mesh(jax.devices(), axis="envs")
+    mesh = parallel.make_mesh(jax.devices(), axis="envs")
     step = jax.jit(ppo.step, static_argnums=2)
 
 
@@ -189,7 +189,7 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
             for _ in range(2):
                 want_state, metrics = step(want_state, config, env, env_params)
                 want.append(metrics)
-            run = sweep.data_parallel(ppo.step, mesh, state, lambda s: s.env, env, length=2)
+            run = parallel.data_parallel(ppo.step, mesh, state, lambda s: s.env, env, length=2)
             got_state, got = run(state, config, env_params)
             for i in range(2):
                 for key in ("episodes", "episode_return_sum", "env_steps", "value_loss", "kl",
@@ -221,7 +221,7 @@ def data_parallel_results():
 @pytest.mark.timeout(450)  # the subprocess compiles 3 × 2 programs
 @pytest.mark.parametrize("variant", ["clip", "lagrangian-obsnorm", "pendulum"])
 def test_data_parallel_over_two_devices_equals_single_device(data_parallel_results, variant):
-    """``sweep.data_parallel(ppo.step, …)`` with the environments split over 2 forced CPU
+    """``parallel.data_parallel(ppo.step, …)`` with the environments split over 2 forced CPU
     devices (in a subprocess: XLA reads the device count at start-up) equals two
     single-device steps: metrics, learner and every environment's state."""
     assert data_parallel_results[variant] == "ok", data_parallel_results[variant]
@@ -240,8 +240,8 @@ def test_continuous_policy_and_action_bounds_from_env_params(squash):
         state, metrics = TRAIN(jax.random.PRNGKey(0), config, env, env_params)
         assert np.isfinite(np.asarray(metrics["value_loss"])).all()
         params = state.learner.params
-        np.testing.assert_array_equal(params.action_low, [-torque])
-        np.testing.assert_array_equal(params.action_high, [torque])
+        np.testing.assert_array_equal(params.low, [-torque])
+        np.testing.assert_array_equal(params.high, [torque])
         dist = ppo.policy(params, state.env.obs[0], config)
         assert isinstance(dist, distributions.TanhNormal if squash else distributions.Normal)
         keys = jax.random.split(jax.random.PRNGKey(1), 200)

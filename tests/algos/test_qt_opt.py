@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minirl import envs, runner
+from minirl import envs
 from minirl.algos import qt_opt
 from minirl.core import rollout
 from minirl.core.config import ConfigError, stack
@@ -61,7 +61,7 @@ def params_of(critic: KnownQ) -> qt_opt.Params:
 
 def targets(critic, target_critic, batch, key=0, **overrides):
     config = small_config(gamma=GAMMA, **overrides)
-    return np.asarray(qt_opt.td_targets(params_of(critic), target_critic, batch,
+    return np.asarray(qt_opt.td_targets(params_of(critic), params_of(target_critic), batch,
                                         jax.random.PRNGKey(key), config))
 
 
@@ -194,8 +194,8 @@ def test_act_is_the_maximiser_or_it_with_noise_inside_the_box():
     key = jax.random.PRNGKey(1)
     greedy = qt_opt.act(params, obs, key, config, deterministic=True)
     search_key, _ = jax.random.split(key)
-    best, _ = qt_opt.maximise(qt_opt.member(params.critic, 0), obs, search_key,
-                              params.action_low, params.action_high, config)
+    best, _ = qt_opt.maximise(qt_opt.member(params.critics, 0), obs, search_key,
+                              params.low, params.high, config)
     np.testing.assert_array_equal(greedy, best)
     noisy = jax.vmap(lambda k: qt_opt.act(params, obs, k, config))(
         jax.random.split(jax.random.PRNGKey(2), 64))
@@ -206,7 +206,7 @@ def test_act_is_the_maximiser_or_it_with_noise_inside_the_box():
 def test_action_bounds_come_from_env_params():
     _, small = envs.make("Pendulum-v1", max_torque=0.5)
     state = qt_opt.init(jax.random.PRNGKey(0), small_config(), ENV, small)
-    np.testing.assert_array_equal(state.learner.params.action_high, [0.5])
+    np.testing.assert_array_equal(state.learner.params.high, [0.5])
     action = qt_opt.act(state.learner.params, state.env.obs[0], jax.random.PRNGKey(0),
                         small_config(exploration_noise=5.0))
     assert np.all(np.abs(np.asarray(action)) <= 0.5)
@@ -227,13 +227,13 @@ def test_bring_your_own_network_and_a_factory_for_twin_critics():
     network = UserCritic(jax.random.PRNGKey(5))
     state, metrics = jax.jit(lambda key, p: qt_opt.train(key, config, ENV, p, network))(
         jax.random.PRNGKey(0), ENV_PARAMS)
-    trained = qt_opt.member(state.learner.params.critic, 0)  # all arrays: kept unwrapped
+    trained = qt_opt.member(state.learner.params.critics, 0)  # all arrays: kept unwrapped
     assert isinstance(trained, UserCritic)
     assert np.isfinite(np.asarray(metrics["loss"])).all()
     assert not np.array_equal(trained.layer.weight, network.layer.weight)
     twin = qt_opt.init(jax.random.PRNGKey(0), small_config(clipped_double_q=True), ENV,
                        ENV_PARAMS, UserCritic)
-    weights = twin.learner.params.critic.layer.weight
+    weights = twin.learner.params.critics.layer.weight
     assert weights.shape[0] == 2 and not np.array_equal(weights[0], weights[1])
     with pytest.raises(ConfigError, match="clipped_double_q=True needs two"):
         qt_opt.init(jax.random.PRNGKey(0), small_config(clipped_double_q=True), ENV,
@@ -284,19 +284,3 @@ def test_fresh_state_can_be_donated():
     state, _ = step(state)
     state, _ = step(state)
     assert int(state.env_steps) == 2
-
-
-def test_resume_through_the_runner_equals_an_uninterrupted_run(tmp_path):
-    algorithms = {"qt_opt": qt_opt}
-    config = small_config(total_steps=240, learning_starts=60)
-    kwargs = dict(config=config, env_id="Pendulum-v1", seeds=2, target_chunks=3)
-    whole = runner.train("qt_opt", algorithms, str(tmp_path / "whole"), **kwargs)
-    part = runner.train("qt_opt", algorithms, str(tmp_path / "part"), stop_after_chunks=1,
-                        **kwargs)
-    assert whole.finished and not part.finished
-    resumed = runner.train("qt_opt", algorithms, str(tmp_path / "part"), resume=True)
-    assert resumed.finished and resumed.history == whole.history
-    state_a = runner.load_run(str(tmp_path / "whole"), algorithms)[1]
-    state_b = runner.load_run(str(tmp_path / "part"), algorithms)[1]
-    for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
-        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

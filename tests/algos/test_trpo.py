@@ -109,7 +109,7 @@ def test_continuous_action_bounds_come_from_env_params():
     env, env_params = envs.make("Pendulum-v1", max_torque=0.5)
     state = trpo.init(jax.random.PRNGKey(0), config, env, env_params)
     params = state.learner.params
-    np.testing.assert_array_equal(params.action_high, [0.5])
+    np.testing.assert_array_equal(params.high, [0.5])
     obs = state.env.obs[0]
     actions = jax.vmap(lambda k: trpo.act(params, obs, k, config))(
         jax.random.split(jax.random.PRNGKey(1), 100)

@@ -3,7 +3,8 @@ never exceed the true maximum of a concave quadratic (max over the box in closed
 the value returned is Q at the action returned and the action is in the box; random
 search's expected error matches its exact rate 1/(2(N+1)(N+2)) and falls with N; CEM's
 error falls with N; CEM beats random search at equal numbers of evaluations on a narrow
-Gaussian bump."""
+Gaussian bump; the CEM loop (shared with planning.shooting.cem) equals a Python loop of its
+docstring on actions and on action sequences."""
 
 import jax
 import jax.numpy as jnp
@@ -172,3 +173,52 @@ def test_bad_arguments_name_the_field(kwargs, field):
     args.update(kwargs)
     with pytest.raises(ConfigError, match=field):
         action_search.cem(jax.random.PRNGKey(0), lambda a: -jnp.sum(a**2), **args)
+
+
+# ----------------------------------------------------------------------------- the CEM loop
+
+
+def reference_cem(key, score, mean, std, low, high, num_samples, num_elites, iterations,
+                  smoothing):
+    """The module docstring's CEM as a Python loop over rounds."""
+    std = jnp.broadcast_to(jnp.asarray(std, mean.dtype), mean.shape)
+    best, best_score = mean, -jnp.inf
+    for round_key in jax.random.split(key, iterations):
+        noise = jax.random.normal(round_key, (num_samples, *mean.shape), mean.dtype)
+        samples = jnp.clip(mean + std * noise, low, high).at[0].set(mean)
+        scores = score(samples)
+        order = np.argsort(-np.asarray(scores), kind="stable")[:num_elites]
+        elites = samples[order]
+        if float(scores[order[0]]) > best_score:
+            best, best_score = elites[0], float(scores[order[0]])
+        mean = smoothing * mean + (1.0 - smoothing) * jnp.mean(elites, axis=0)
+        std = smoothing * std + (1.0 - smoothing) * jnp.std(elites, axis=0)
+    return best, best_score
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**16), shape=st.sampled_from([(2,), (3, 2)]),
+       smoothing=st.sampled_from([0.0, 0.3]))
+def test_cross_entropy_method_is_the_loop_of_the_docstring_on_points_of_any_shape(
+        seed, shape, smoothing):
+    """Actions ``[D]`` (QT-Opt's search) and sequences ``[H, m]`` (planning.shooting.cem)
+    run one loop: it returns the best point scored in any round, and that point's score."""
+    rng = np.random.default_rng(seed)
+    with jax.enable_x64(True):
+        target = jnp.asarray(rng.uniform(-1.0, 1.0, shape))
+        weights = jnp.asarray(rng.uniform(0.5, 2.0, shape))
+
+        def score(samples):  # distinct scores: no ties for the elite order
+            return -jnp.sum(weights * jnp.square(samples - target),
+                            axis=tuple(range(1, samples.ndim)))
+
+        low, high = -jnp.ones(shape[-1]), jnp.ones(shape[-1])
+        mean, key = jnp.zeros(shape), jax.random.PRNGKey(seed)
+        args = dict(num_samples=12, num_elites=3, iterations=3, smoothing=smoothing)
+        best, best_score = action_search.cross_entropy_method(key, score, mean, 0.5, low,
+                                                              high, **args)
+        want, want_score = reference_cem(key, score, mean, 0.5, low, high, **args)
+        np.testing.assert_allclose(best, want, rtol=1e-12)
+        np.testing.assert_allclose(best_score, want_score, rtol=1e-12)
+        np.testing.assert_allclose(best_score, score(best[None])[0], rtol=1e-12)
+        assert float(best_score) >= float(score(mean[None])[0])  # the mean is sample 0

@@ -68,8 +68,8 @@ def linear_agent(seed: int, shape, continuous: bool):
     agent = ppo.Agent(
         actor=actor, critic=critic, log_std=log_std,
         obs_norm=ppo.RunningNorm(jnp.zeros(OBS_DIM), jnp.ones(OBS_DIM), jnp.zeros(())),
-        action_low=-jnp.ones(out) if continuous else None,
-        action_high=jnp.ones(out) if continuous else None,
+        low=-jnp.ones(out) if continuous else None,
+        high=jnp.ones(out) if continuous else None,
     )
     obs = jnp.asarray(rng.normal(size=(num_states, OBS_DIM)))
     logits = np.asarray(actor(obs))

@@ -3,8 +3,8 @@
 - the Gaussian NLL equals SciPy's −log N(y; μ, σ²), is stationary at μ = y and minimised
   over a shared variance at the residual variance (SciPy's scalar minimiser);
 - the BNN's closed-form KL(q ‖ p) matches a NumPy Monte Carlo average of log q − log p;
-  weight draws have the posterior's moments; with a vanishing posterior width the ELBO is
-  the probabilistic loss plus the KL term;
+  weight draws have the posterior's moments (the loss's gradient against the closed-form
+  negative ELBO: test_bnn_gradient.py);
 - bootstrap resamples draw with replacement: indices in [0, size), duplicates, counts
   uniform (χ² test), the expected number of distinct indices 1 − (1 − 1/n)ⁿ;
 - normalisers agree with NumPy on the valid prefix and invert; the soft-bounded log-variance
@@ -30,6 +30,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from minirl.core.config import ConfigError
+from minirl.core.distributions import Normal
 from minirl.model_based import dynamics as dyn
 
 pytestmark = pytest.mark.timeout(180)
@@ -270,7 +271,7 @@ def test_bnn_kl_matches_a_monte_carlo_estimate(seed, prior_std):
 def test_kl_is_zero_with_zero_gradient_when_q_equals_p():
     with jax.enable_x64(True):
         prior_std = 0.7
-        kl = lambda m, s: jnp.sum(dyn.gaussian_kl(m, s, prior_std))
+        kl = lambda m, s: jnp.sum(Normal(m, s).kl(Normal(0.0, jnp.log(prior_std))))
         m, s = jnp.zeros(4), jnp.full(4, np.log(prior_std))
         np.testing.assert_allclose(kl(m, s), 0.0, atol=1e-14)
         for g in jax.grad(kl, (0, 1))(m, s):
@@ -295,26 +296,6 @@ def test_bnn_weight_draws_have_the_posterior_moments(seed):
         z = (np.asarray(drawn).mean(0) - np.asarray(mean)) / (std / np.sqrt(num))
         assert np.all(np.abs(z) < 5.5)
         np.testing.assert_allclose(np.asarray(drawn).std(0), std, rtol=0.12)
-
-
-@given(SEEDS)
-def test_elbo_with_a_vanishing_posterior_is_the_probabilistic_loss_plus_kl(seed):
-    bnn = small_config("bnn", kl_weight=0.3)
-    prob = small_config("probabilistic")
-    model = dyn.init(jax.random.PRNGKey(seed), OBS_DIM, ACTION_DIM, bnn)
-    posterior = member(model.members, 0)
-    posterior = eqx.tree_at(lambda p: (p.weight_log_std, p.bias_log_std), posterior,
-                            (tuple(jnp.full_like(x, -40.0) for x in posterior.weight_log_std),
-                             tuple(jnp.full_like(x, -40.0) for x in posterior.bias_log_std)))
-    rng = np.random.default_rng(seed)
-    z_in = jnp.asarray(rng.normal(size=(16, OBS_DIM + ACTION_DIM)), jnp.float32)
-    z_target = jnp.asarray(rng.normal(size=(16, OBS_DIM)), jnp.float32)
-    size = jnp.asarray(37)
-    elbo, aux = dyn.loss(posterior, z_in, z_target, jax.random.PRNGKey(1), size, bnn)
-    plain, _ = dyn.loss(dyn.posterior_mean_network(posterior), z_in, z_target,
-                        jax.random.PRNGKey(1), size, prob)
-    np.testing.assert_allclose(aux["kl"], dyn.kl_divergence(posterior, 1.0), rtol=1e-6)
-    np.testing.assert_allclose(elbo, plain + 0.3 * aux["kl"] / 37, rtol=1e-5)
 
 
 # ----------------------------------------------------------------------------- bootstrap
@@ -440,8 +421,11 @@ def test_one_vmapped_fit_step_equals_a_loop_of_per_member_updates(seed, kind):
             updates, state = opt.update(grad, state, params)
             params = jax.tree.map(lambda p, u: p + u, params, updates)
         np.testing.assert_allclose(metrics["loss"][j], value, rtol=1e-5, atol=1e-5)
+        # Adam divides by √v: where a weight's gradient is small, the float reassociation of
+        # the vmapped matmul moves its update by a small fraction of lr (seed 2025 gave
+        # 2e-6 = 2e-4·lr); taking another member's data or key moves it by ~lr.
         for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(member(members, j))):
-            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-3 * config.learning_rate)
 
 
 FIT_UPDATES, FIT_BATCH, CAPACITY = 4, 8, 64

@@ -26,7 +26,6 @@ pytestmark = [pytest.mark.learning, pytest.mark.timeout(1800)]
 
 def test_planet_learns_pixel_pendulum():
     env, env_params = envs.make("Pendulum-v1-pixels")
-    assert env == planet.make_env("Pendulum-v1")[0]
     config = planet.Config(**planet.preset("Pendulum-v1-pixels"))
     finals = train_seeds(planet, config, env, env_params)
     print(f"planet pixel Pendulum-v1 {config.total_steps}: final returns {np.round(finals, 1)}")
