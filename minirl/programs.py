@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import evaluation
 from .core.config import ConfigError
 
 TARGET_GROUPS = 8  # default: spread the runs over up to this many programs (devices)
@@ -256,6 +257,7 @@ class Chunks:
     configs: Any  # numeric leaves [N, ...]
     static: Any  # the configs' static rest
     env_params: Any  # leaves [N, ...]
+    eval_keys: Any = None  # [N]: the roots of each run's evaluation keys (evaluation.root)
 
     @property
     def rows(self) -> np.ndarray:
@@ -279,8 +281,11 @@ def start(
     state: Any = None,
 ) -> Chunks:
     """The initial states of every local group (``init_fn(key, config, env, env_params)``),
-    or ``state`` (host arrays of this process's rows, from a checkpoint) put back in groups."""
+    or ``state`` (host arrays of this process's rows, from a checkpoint) put back in groups.
+    Each run's evaluation keys descend from its key (``evaluation.root``), never from its
+    state's, so evaluating changes nothing in training."""
     n = check_batched(keys, configs, env_params)
+    eval_keys = np.asarray(jax.vmap(evaluation.root)(keys))
     groups = plan_groups(n, runs_per_program or default_runs_per_program(n), devices)
     arrays, static = split_configs(configs)
     if state is None:
@@ -302,31 +307,53 @@ def start(
                              g.device), state_static)
             for g in groups
         ]
-    return Chunks(groups, states, arrays, static, env_params)
+    return Chunks(groups, states, arrays, static, env_params, eval_keys)
+
+
+EVAL_RETURN = "eval_return"  # the summary entry of an evaluation: mean return of its episodes
 
 
 def advance(
-    step_fn: Callable, chunks: Chunks, env: Any, length: int, summarise: Summarise
+    step_fn: Callable, chunks: Chunks, env: Any, length: int, summarise: Summarise,
+    evaluator: Callable | None = None, evaluate_at: int | None = None,
 ) -> dict[str, list[float]]:
     """``length`` iterations of ``step_fn(state, config, env, env_params)`` for every local
     group (states donated, updated in place), then ``summarise(state, metrics)`` per run,
-    brought to the host: ``{name: [one value per local row]}``."""
+    brought to the host: ``{name: [one value per local row]}``.
+
+    With an ``evaluator`` (``evaluation.Evaluator``: ``(state, config, env, env_params, key)
+    -> returns [E]``) the same compiled program ends by evaluating each run's new state when
+    ``evaluate_at`` (an evaluation index: the iterations done) is given, with the key
+    ``fold_in(eval_key, evaluate_at)``, and adds the mean return as ``eval_return`` (NaN
+    when the chunk does not evaluate). Whether a chunk evaluates is an argument of the
+    program (a ``lax.cond``), so every chunk of one length shares one compile."""
     static = chunks.static
 
     def build():
-        def one(state, arrays, params):
+        def one(state, arrays, params, eval_key, evaluate, index):
             config = eqx.combine(arrays, static)
             state, metrics = jax.lax.scan(
                 lambda s, _: step_fn(s, config, env, params), state, length=length
             )
-            return state, summarise(state, metrics)
+            summary = summarise(state, metrics)
+            if evaluator is not None:
+                returns = jax.lax.cond(
+                    evaluate,
+                    lambda: evaluator(state, config, env, params,
+                                      jax.random.fold_in(eval_key, index)),
+                    lambda: jnp.full((evaluator.episodes,), jnp.nan, jnp.float32),
+                )
+                summary = {**summary, EVAL_RETURN: jnp.mean(returns)}
+            return state, summary
 
-        return jax.jit(jax.vmap(one), donate_argnums=0)
+        return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, None, None)), donate_argnums=0)
 
-    program = _program("chunk", step_fn, static, env, (length, summarise), build)
-    inputs = (chunks.configs, chunks.env_params)
+    program = _program("chunk", step_fn, static, env, (length, summarise, evaluator), build)
+    inputs = (chunks.configs, chunks.env_params, chunks.eval_keys)
+    evaluate = np.asarray(evaluate_at is not None)
+    index = np.asarray(evaluate_at or 0, np.uint32)
     results = [
-        program(state, *_put(_take(inputs, g.rows), g.device))
+        program(state, *_put(_take(inputs, g.rows), g.device), evaluate, index)
         for g, state in zip(chunks.groups, chunks.states)
     ]
     chunks.states = [state for state, _ in results]

@@ -4,7 +4,9 @@
 The history of a run is a list with one row per chunk: ``{name: [one value per seed]}``,
 holding the pooled episode statistics of the chunk (``episodes``, ``episode_return_sum``,
 ``episode_length_sum``), the env steps done so far and the means of the learner's
-diagnostics. Everything here is host-side NumPy and Matplotlib; files are written to a
+diagnostics; with evaluation on, ``eval_return`` holds the mean return of the greedy
+episodes played at the end of the chunk (NaN for a chunk that did not evaluate).
+Everything here is host-side NumPy and Matplotlib; files are written to a
 temporary name and renamed into place, so a crash never leaves a half-written file.
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 
 FINAL_WINDOW = 0.1  # the final return pools episodes completed in the last 10% of the run
 POOLED = ("episodes", "episode_return_sum", "episode_length_sum")
+EVAL = "eval_return"  # minirl.programs.EVAL_RETURN
 
 History = list[dict[str, list[float]]]
 
@@ -44,6 +47,22 @@ def final_returns(history: History, seeds: int) -> list[float]:
             returns += row["episode_return_sum"][s]
         out.append(returns / episodes if episodes else float("nan"))
     return out
+
+
+def eval_curve(history: History, seeds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Env steps ``[M]`` of the chunks that evaluated and each seed's mean greedy return
+    there ``[S, M]`` (empty when the run did not evaluate)."""
+    rows = [row for row in history if EVAL in row and np.isfinite(row[EVAL]).any()]
+    steps = np.array([row["env_steps"][0] for row in rows], np.float64)
+    curve = np.array([[row[EVAL][s] for row in rows] for s in range(seeds)], np.float64)
+    return steps, curve.reshape(seeds, len(rows))
+
+
+def final_eval_returns(history: History, seeds: int) -> list[float]:
+    """Per seed: the mean return of the greedy episodes of the last evaluation (the one at
+    the end of the run); NaN when there was none."""
+    _, curve = eval_curve(history, seeds)
+    return [float(c[-1]) if c.size else float("nan") for c in curve]
 
 
 def diverged(history: History, seeds: int) -> list[int]:
@@ -85,12 +104,24 @@ def jsonable(v: Any) -> Any:
 
 
 def run_records(history: History, runs: int) -> list[dict[str, Any]]:
-    """Per run: its final return, env steps and whether it diverged (what a sweep merges)."""
+    """Per run: its final return, env steps, whether it diverged, its learning curve (mean
+    return per chunk) and, where it evaluated, its final greedy return and evaluation
+    curve: what a sweep merges (JSON, so that processes can exchange them)."""
     finals = final_returns(history, runs)
     bad = set(diverged(history, runs))
     steps = env_steps_done(history)
-    return [{"final_return": json_float(f), "env_steps": steps, "diverged": i in bad}
-            for i, f in enumerate(finals)]
+    _, curve = learning_curve(history, runs)
+    evaluated = bool(history) and EVAL in history[0]
+    eval_finals = final_eval_returns(history, runs)
+    records = []
+    for i, f in enumerate(finals):
+        record = {"final_return": json_float(f), "env_steps": steps, "diverged": i in bad,
+                  "curve": [json_float(x) for x in curve[i]]}
+        if evaluated:  # per chunk, None where the chunk did not evaluate
+            record["final_eval_return"] = json_float(eval_finals[i])
+            record["eval_curve"] = [json_float(row[EVAL][i]) for row in history]
+        records.append(record)
+    return records
 
 
 def sweep_values(assignments: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
@@ -112,6 +143,7 @@ def sweep_summary(
     values, per-seed final returns, median, diverged seeds and rank by median; ``meta``
     (algo, env, config, ...) is copied in."""
     finals = np.array([nan(r["final_return"]) for r in records], np.float64)
+    evaluated = all("final_eval_return" in r for r in records)
     per_config = []
     for c, assignment in enumerate(assignments):
         runs = rows[c]
@@ -122,6 +154,10 @@ def sweep_summary(
             "diverged_seeds": [first_seed + s for s, r in enumerate(runs)
                                if records[r]["diverged"]],
         })
+        if evaluated:
+            evals = [nan(records[r]["final_eval_return"]) for r in runs]
+            per_config[-1]["final_eval_returns"] = [json_float(x) for x in evals]
+            per_config[-1]["median_final_eval_return"] = json_float(nanmedian(evals))
     ranking = sorted(range(len(per_config)), key=lambda c: -np.nan_to_num(
         nan(per_config[c]["median_final_return"]), nan=-np.inf))
     for rank, c in enumerate(ranking, 1):
@@ -156,9 +192,13 @@ def write_json(path: str, data: Any) -> None:
     atomic_write(path, lambda f: json.dump(data, f, indent=2))
 
 
+def _cell(value: float) -> Any:
+    return value if np.isfinite(value) else ""
+
+
 def write_metrics_csv(path: str, history: History, seeds: int, first_seed: int) -> None:
     """One row per chunk and seed: env steps, episodes, mean return and length, and the
-    means of every other metric."""
+    means of every other metric (``eval_return`` empty where the chunk did not evaluate)."""
     names = [k for k in history[0] if k not in (*POOLED, "env_steps")] if history else []
 
     def write(f):
@@ -176,13 +216,36 @@ def write_metrics_csv(path: str, history: History, seeds: int, first_seed: int) 
                     int(episodes),
                     row["episode_return_sum"][s] / episodes if episodes else "",
                     row["episode_length_sum"][s] / episodes if episodes else "",
-                    *(row[n][s] for n in names),
+                    *(_cell(row[n][s]) if n == EVAL else row[n][s] for n in names),
                 ])
 
     atomic_write(path, write)
 
 
-def _pyplot():
+def write_sweep_csv(path: str, records: Sequence[dict[str, Any]], rows: np.ndarray,
+                    steps: Sequence[float], first_seed: int) -> None:
+    """A sweep's curves: one row per chunk, configuration and seed with the env steps, the
+    mean training return (carried forward through chunks without a finished episode) and,
+    where the sweep evaluated, the greedy return (``minirl compare`` reads this)."""
+    evaluated = all("eval_curve" in r for r in records)
+
+    def write(f):
+        writer = csv.writer(f)
+        writer.writerow(["chunk", "configuration", "seed", "env_steps", "mean_return",
+                         *(["eval_return"] if evaluated else [])])
+        for c, runs in enumerate(rows):
+            for s, r in enumerate(runs):
+                record = records[r]
+                for i, x in enumerate(record["curve"]):
+                    extra = [_cell(nan(record["eval_curve"][i]))] if evaluated else []
+                    writer.writerow([i, c, s + first_seed, int(steps[i]),
+                                     _cell(nan(x)), *extra])
+
+    atomic_write(path, write)
+
+
+def pyplot():
+    """Matplotlib's pyplot on the Agg backend (files only, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,8 +254,9 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: str) -> None:
-    plt = _pyplot()
+def save_figure(fig, path: str) -> None:
+    """Save a Matplotlib figure atomically (a temporary file renamed into place) and close it."""
+    plt = pyplot()
     tmp = f"{path}.tmp.png"
     fig.savefig(tmp)
     plt.close(fig)
@@ -200,9 +264,11 @@ def _save(fig, path: str) -> None:
 
 
 def plot_curve(history: History, seeds: int, title: str, path: str) -> None:
-    """Return against env steps: every seed, their mean and the min–max band."""
-    plt = _pyplot()
+    """Return against env steps: every seed, their mean and the min–max band; where the run
+    evaluated, a second line: the mean over seeds of the greedy evaluation returns."""
+    plt = pyplot()
     steps, curve = learning_curve(history, seeds)
+    eval_steps, evals = eval_curve(history, seeds)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     with warnings.catch_warnings():  # chunks in which no seed finished an episode: NaN
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -211,19 +277,25 @@ def plot_curve(history: History, seeds: int, title: str, path: str) -> None:
     ax.fill_between(steps, low, high, alpha=0.25, label=f"min–max over {seeds} seeds")
     for s in range(seeds):
         ax.plot(steps, curve[s], lw=0.6, alpha=0.5)
-    ax.plot(steps, mean, lw=2.2, color="black", label="mean")
+    ax.plot(steps, mean, lw=2.2, color="black",
+            label="mean" if not eval_steps.size else "training episodes, mean")
+    if eval_steps.size:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ax.plot(eval_steps, np.nanmean(evals, axis=0), "o-", lw=1.8, ms=3,
+                    color="tab:red", label="greedy evaluation, mean")
     ax.set_xlabel("environment steps (per seed)")
     ax.set_ylabel("episode return")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_sweep(result: dict[str, Any], path: str) -> None:
     """Final return against each swept value: every run, and the median per value."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(result["swept"])
     fig, axes = plt.subplots(
         1, len(names), figsize=(4.2 * len(names) + 1, 3.8), dpi=120, squeeze=False
@@ -258,12 +330,12 @@ def plot_sweep(result: dict[str, Any], path: str) -> None:
         f"{len(result['configurations'])} configurations × {result['seeds']} seeds"
     )
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_episode(rewards: np.ndarray, title: str, path: str) -> None:
     """Return so far against env steps of one episode per seed (``rewards [S, T]``)."""
-    plt = _pyplot()
+    plt = pyplot()
     cumulative = np.cumsum(rewards, axis=1)
     steps = np.arange(1, rewards.shape[1] + 1)
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
@@ -276,7 +348,7 @@ def plot_episode(rewards: np.ndarray, title: str, path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_episode_csv(path: str, rewards: np.ndarray, first_seed: int = 0) -> None:

@@ -32,9 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checkpoint, configs, distributed, programs, results
+from . import checkpoint, configs, distributed, evaluation, programs, results, tracking
 from . import sweep as sweeps
-from .core import rollout
 from .core.config import ConfigError, check_positive_int
 from .planning import mpc
 
@@ -54,15 +53,53 @@ def env_name(env: Any) -> str:
 # ----------------------------------------------------------------------------- chunks
 
 
-def chunk_plan(num_iterations: int, target_chunks: int = 50) -> list[int]:
+def chunk_plan(num_iterations: int, target_chunks: int = 50, align: int | None = None
+               ) -> list[int]:
     """Chunk lengths summing to ``num_iterations``: equal chunks where a divisor allows
-    (one compiled program), otherwise equal chunks and one shorter remainder."""
-    target = max(1, math.ceil(num_iterations / target_chunks))
-    for length in range(target, max(1, target // 2) - 1, -1):
-        if num_iterations % length == 0:
-            return [length] * (num_iterations // length)
-    full, rest = divmod(num_iterations, target)
-    return [target] * full + ([rest] if rest else [])
+    (one compiled program), otherwise equal chunks and one shorter remainder.
+
+    With ``align`` = A, every multiple of A iterations is a chunk boundary (the points where
+    a run is evaluated): segments of A iterations (and a last, shorter one), each cut the
+    same way into chunks no longer than the plain plan's, so at most four chunk lengths (and
+    compiles) and at least one chunk per evaluation."""
+    if align is None or align >= num_iterations:
+        target = max(1, math.ceil(num_iterations / target_chunks))
+        for length in range(target, max(1, target // 2) - 1, -1):
+            if num_iterations % length == 0:
+                return [length] * (num_iterations // length)
+        full, rest = divmod(num_iterations, target)
+        return [target] * full + ([rest] if rest else [])
+    plain = max(1, math.ceil(num_iterations / target_chunks))
+    full, rest = divmod(num_iterations, align)
+    segment = chunk_plan(align, math.ceil(align / plain))
+    return segment * full + (chunk_plan(rest, math.ceil(rest / plain)) if rest else [])
+
+
+def steps_per_iteration(config: Any) -> int:
+    """Env steps one ``step`` collects (over all of a run's envs): the config's
+    ``steps_per_iteration`` where it has one, else ``num_envs × rollout_steps`` (PPO, TRPO),
+    else ``total_steps // num_iterations``."""
+    value = getattr(config, "steps_per_iteration", None)
+    if value is None and hasattr(config, "num_envs") and hasattr(config, "rollout_steps"):
+        value = config.num_envs * config.rollout_steps
+    if value is None:
+        value = config.total_steps // max(1, config.num_iterations)
+    return max(1, int(value))
+
+
+def eval_iterations(config: Any, eval_every: int) -> int:
+    """Iterations between evaluations: ``eval_every`` env steps rounded to whole iterations
+    (at least one, at most the run's); :class:`ConfigError` unless 1 ≤ ``eval_every`` ≤
+    ``total_steps``."""
+    total = int(config.total_steps)
+    if isinstance(eval_every, bool) or not isinstance(eval_every, int) or not (
+            1 <= eval_every <= total):
+        raise ConfigError(
+            f"eval_every={eval_every!r} is out of range; allowed: integers 1 … {total} "
+            "(env steps between evaluations, at most total_steps)"
+        )
+    rounded = max(1, round(eval_every / steps_per_iteration(config)))
+    return min(rounded, max(1, int(config.num_iterations)))
 
 
 def _is_hyperparameter(path: tuple) -> bool:
@@ -116,6 +153,22 @@ class Run:
     devices: int = 1
     env_params_digest: str | None = None
     state: Any = None
+    target_chunks: int | None = None  # the --chunks the plan was made from
+    eval_every: int | None = None  # env steps between greedy evaluations (None: off)
+    eval_episodes: int = 10  # episodes per evaluation
+
+    @property
+    def evaluates(self) -> bool:
+        return self.eval_every is not None
+
+    def evaluate_at(self, chunk: int) -> int | None:
+        """The evaluation index of chunk ``chunk`` (the iterations done at its end) when the
+        run evaluates there: every ``eval_every`` env steps and at the end; else None."""
+        if not self.evaluates:
+            return None
+        done = sum(self.chunks[: chunk + 1])
+        every = max(1, self.eval_every // steps_per_iteration(self.config))
+        return done if done % every == 0 or chunk == len(self.chunks) - 1 else None
 
     @property
     def done_chunks(self) -> int:
@@ -144,6 +197,9 @@ class Run:
             "history": self.history,
             "wall_seconds": self.wall_seconds,
             "devices": self.devices,
+            "target_chunks": self.target_chunks,
+            "eval_every": self.eval_every,
+            "eval_episodes": self.eval_episodes,
         }
 
     def summary(self) -> dict[str, Any]:
@@ -165,7 +221,20 @@ class Run:
             "env_steps_per_second": steps * self.seeds / max(self.wall_seconds, 1e-9),
             "runs_per_program": self.runs_per_program,
             "devices": self.devices,
+            "chunks": self.target_chunks or len(self.chunks),
+            **self._evaluation_summary(),
             "config": configs.to_json(self.config),
+        }
+
+    def _evaluation_summary(self) -> dict[str, Any]:
+        if not self.evaluates:
+            return {}
+        finals = results.final_eval_returns(self.history, self.seeds)
+        return {
+            "eval_every": self.eval_every,
+            "eval_episodes": self.eval_episodes,
+            "final_eval_returns": [results.json_float(x) for x in finals],
+            "median_final_eval_return": results.json_float(results.nanmedian(finals)),
         }
 
 
@@ -220,6 +289,9 @@ def train(
     target_chunks: int = 50,
     runs_per_program: int | None = None,
     devices: Sequence[Any] | None = None,
+    eval_every: int | None = None,
+    eval_episodes: int = 10,
+    log: Any = None,
 ) -> Run:
     """Train ``seeds`` seeds of ``algo`` (a learner's module, e.g. ``minirl.algos.dqn``) with
     ``config`` on any ``env``; returns the run record, whose ``state`` holds the seeds'
@@ -233,9 +305,21 @@ def train(
     ``runs_per_program`` (default :func:`minirl.programs.default_runs_per_program`) fixes
     how the seeds are grouped into programs, and so the bits; ``devices`` only where they
     run. ``env_id``/``env_overrides`` are recorded for the command line's ``--resume``.
+
+    ``eval_every`` = N plays ``eval_episodes`` greedy episodes (``minirl.evaluation``) every N
+    env steps (rounded to whole iterations) and at the end, inside the same compiled
+    program, with keys of their own: training's bits do not change. Chunk boundaries are
+    placed at the evaluation points. The evaluations go to ``metrics.csv`` (``eval_return``),
+    ``curve.png`` and ``summary.json`` (``final_eval_returns``).
+
+    ``log`` watches the run from the host at chunk boundaries (the compiled program is the
+    same with or without it): ``"tensorboard"`` (event files in ``out_dir/tensorboard``),
+    ``"wandb"``, a list of these, or any callable ``tracker(run)`` (``minirl.tracking``).
     """
     check_positive_int("seeds", seeds)
     check_positive_int("target_chunks", target_chunks)
+    check_positive_int("eval_episodes", eval_episodes)
+    align = None if eval_every is None else eval_iterations(config, eval_every)
     if out_dir is not None and os.path.exists(os.path.join(out_dir, CHECKPOINT)):
         raise ConfigError(
             f"{out_dir} already holds a run; continue it with resume (minirl train --resume "
@@ -245,16 +329,20 @@ def train(
     devices = _devices(devices)
     k = runs_per_program or programs.default_runs_per_program(seeds)
     run = Run(
-        algo_name(algo), config, seeds, seed, chunk_plan(config.num_iterations, target_chunks),
-        k, env_id=env_id, env_overrides=_typed(env_params, env_overrides),
-        env_name=env_name(env),
+        algo_name(algo), config, seeds, seed,
+        chunk_plan(config.num_iterations, target_chunks, align), k, env_id=env_id,
+        env_overrides=_typed(env_params, env_overrides), env_name=env_name(env),
         devices=min(len(devices), math.ceil(seeds / k)),
-        env_params_digest=_params_digest(env_params),
+        env_params_digest=_params_digest(env_params), target_chunks=target_chunks,
+        eval_every=None if align is None else align * steps_per_iteration(config),
+        eval_episodes=eval_episodes,
     )
+    tracking.check(log, out_dir)
     runs = sweeps.seeds_of(config, env, env_params, seeds, seed)
     chunks = programs.start(_init_fn(algo, network), runs.keys, runs.configs, env,
                             runs.env_params, runs_per_program=k, devices=devices)
-    return _advance(algo, run, chunks, env, out_dir, report, stop_after_chunks)
+    trackers = tracking.make(log, run, out_dir)
+    return _advance(algo, run, chunks, env, out_dir, report, stop_after_chunks, trackers)
 
 
 def resume(
@@ -267,11 +355,14 @@ def resume(
     report: Report | None = None,
     stop_after_chunks: int | None = None,
     devices: Sequence[Any] | None = None,
+    log: Any = None,
 ) -> Run:
     """Continue the run checkpointed in ``out_dir`` to its end (or for
-    ``stop_after_chunks`` more chunks), bit for bit as if it had never stopped. The env,
-    its parameters and a user's network are not in the checkpoint: pass the ones the run
-    started with (the command line rebuilds a gymnax env from the recorded ``env_id``)."""
+    ``stop_after_chunks`` more chunks), bit for bit as if it had never stopped (its
+    evaluations too). The env, its parameters and a user's network are not in the
+    checkpoint: pass the ones the run started with (the command line rebuilds a gymnax env
+    from the recorded ``env_id``). ``log`` as in :func:`train`, from the next chunk on."""
+    tracking.check(log, out_dir)
     run, state = load(out_dir, algo, env, env_params, network=network)
     devices = _devices(devices)
     run.devices = min(len(devices), math.ceil(run.seeds / run.runs_per_program))
@@ -279,12 +370,14 @@ def resume(
     chunks = programs.start(_init_fn(algo, network), runs.keys, runs.configs, env,
                             runs.env_params, runs_per_program=run.runs_per_program,
                             devices=devices, state=state)
-    return _advance(algo, run, chunks, env, out_dir, report, stop_after_chunks)
+    trackers = tracking.make(log, run, out_dir)
+    return _advance(algo, run, chunks, env, out_dir, report, stop_after_chunks, trackers)
 
 
 def _advance(
     algo: types.ModuleType, run: Run, chunks: programs.Chunks, env: Any,
     out_dir: str | None, report: Report | None, stop_after_chunks: int | None,
+    trackers: Sequence[Report] = (),
 ) -> Run:
     start = time.perf_counter() - run.wall_seconds
     stop_at = len(run.chunks)
@@ -293,20 +386,28 @@ def _advance(
         stop_at = min(stop_at, run.done_chunks + stop_after_chunks)
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-    if report is not None:
-        report(run)  # set up: every check passed, the states exist
-    while run.done_chunks < stop_at:
-        length = run.chunks[run.done_chunks]
-        run.history.append(programs.advance(algo.step, chunks, env, length, summarise_chunk))
-        run.wall_seconds = time.perf_counter() - start
-        if out_dir is not None:
-            checkpoint.save(os.path.join(out_dir, CHECKPOINT), chunks.host_state(),
-                            run.metadata())
-        if report is not None:
-            report(run)
-    run.state = chunks.host_state()
-    if out_dir is not None and run.finished:
-        write_files(run, out_dir)
+    reports = [r for r in (report, *trackers) if r is not None]
+    evaluator = (evaluation.Evaluator(algo, run.eval_episodes) if run.evaluates else None)
+    try:
+        for r in reports:
+            r(run)  # set up: every check passed, the states exist
+        while run.done_chunks < stop_at:
+            length = run.chunks[run.done_chunks]
+            run.history.append(programs.advance(
+                algo.step, chunks, env, length, summarise_chunk, evaluator,
+                run.evaluate_at(run.done_chunks)))
+            run.wall_seconds = time.perf_counter() - start
+            if out_dir is not None:
+                checkpoint.save(os.path.join(out_dir, CHECKPOINT), chunks.host_state(),
+                                run.metadata())
+            for r in reports:
+                r(run)
+        run.state = chunks.host_state()
+        if out_dir is not None and run.finished:
+            write_files(run, out_dir)
+    finally:
+        for tracker in trackers:
+            tracking.close(tracker)
     return run
 
 
@@ -352,6 +453,8 @@ def load(
         env_name=meta.get("env_name") or env_name(env), history=meta["history"],
         wall_seconds=meta.get("wall_seconds", 0.0), devices=meta.get("devices", 1),
         env_params_digest=digest or _params_digest(env_params), state=state,
+        target_chunks=meta.get("target_chunks"), eval_every=meta.get("eval_every"),
+        eval_episodes=meta.get("eval_episodes", 10),
     )
     return run, state
 
@@ -377,6 +480,8 @@ def sweep(
     target_chunks: int = 20,
     runs_per_program: int | None = None,
     devices: Sequence[Any] | None = None,
+    eval_every: int | None = None,
+    eval_episodes: int = 10,
 ) -> dict[str, Any] | None:
     """Train every configuration × ``seeds`` seeds from ``base`` and return the summary:
     per configuration its values, per-seed final returns, median, diverged seeds and rank.
@@ -388,12 +493,19 @@ def sweep(
     summary is written as ``summary.json`` with ``sweep.png``. Under several processes
     (``minirl.distributed``) each process trains its groups and writes its slice to
     ``out_dir`` (a filesystem all processes share); process 0 merges the slices and returns
-    the summary, the others return ``None``.
+    the summary, the others return ``None``. ``metrics.csv`` holds every run's curve (the
+    mean return per chunk, and the greedy evaluations with ``eval_every`` as in
+    :func:`train`): what ``minirl compare`` plots, one line per configuration.
     """
     devices = _devices(devices)
-    run = Run(algo_name(algo), base, 0, seed, chunk_plan(base.num_iterations, target_chunks),
-              0, env_id=env_id, env_overrides=_typed(env_params, env_overrides),
-              env_name=env_name(env), devices=len(devices))
+    check_positive_int("eval_episodes", eval_episodes)
+    align = None if eval_every is None else eval_iterations(base, eval_every)
+    run = Run(algo_name(algo), base, 0, seed,
+              chunk_plan(base.num_iterations, target_chunks, align), 0, env_id=env_id,
+              env_overrides=_typed(env_params, env_overrides), env_name=env_name(env),
+              devices=len(devices), target_chunks=target_chunks,
+              eval_every=None if align is None else align * steps_per_iteration(base),
+              eval_episodes=eval_episodes)
     if isinstance(grid, dict):
         assignments = (sweeps.zip_values if zipped else sweeps.grid)(**grid)
     else:
@@ -411,8 +523,10 @@ def sweep(
     start = time.perf_counter()
     if report is not None and rows.size:
         report(run)
-    for length in run.chunks:
-        run.history.append(programs.advance(algo.step, state, env, length, summarise_chunk))
+    evaluator = evaluation.Evaluator(algo, eval_episodes) if run.evaluates else None
+    for chunk, length in enumerate(run.chunks):
+        run.history.append(programs.advance(algo.step, state, env, length, summarise_chunk,
+                                            evaluator, run.evaluate_at(chunk)))
         run.wall_seconds = time.perf_counter() - start
         if report is not None and rows.size:
             report(run)
@@ -424,13 +538,18 @@ def sweep(
         merged, runs.rows, assignments, algo=run.algo_name, env=env_id or run.env_name,
         env_params=run.env_overrides, first_seed=seed, mode="zip" if zipped else "grid",
         runs_per_program=k, devices=len(devices) * jax.process_count(),
-        processes=jax.process_count(), config=config_json,
-        wall_seconds=time.perf_counter() - start,
+        processes=jax.process_count(), chunks=target_chunks,
+        **({"eval_every": run.eval_every, "eval_episodes": eval_episodes}
+           if run.evaluates else {}),
+        config=config_json, wall_seconds=time.perf_counter() - start,
     )
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         results.write_json(os.path.join(out_dir, "summary.json"), summary)
         results.plot_sweep(summary, os.path.join(out_dir, "sweep.png"))
+        steps = np.cumsum(run.chunks) * steps_per_iteration(base)
+        results.write_sweep_csv(os.path.join(out_dir, "metrics.csv"), merged, runs.rows,
+                                steps, seed)
     return summary
 
 
@@ -505,29 +624,13 @@ def evaluate(
     max_steps: int | None = None,
 ) -> np.ndarray:
     """Greedy returns ``[seeds, episodes]``: each seed's policy (``params``, leading axis
-    over seeds) plays ``episodes`` fresh episodes (one per env, vmapped) until each ends."""
-    if max_steps is None:
-        max_steps = int(getattr(env_params, "max_steps_in_episode", 1000))
+    over seeds) plays ``episodes`` fresh episodes (one per env, vmapped) until each ends
+    (``minirl.evaluation.returns``, the function training's evaluations use too)."""
+    check_positive_int("episodes", episodes)
 
     def one_seed(params, key):
-        reset_key, run_key = jax.random.split(key)
-        carry = rollout.reset(reset_key, env, env_params, episodes)
-
-        def policy(key, obs):
-            keys = jax.random.split(key, obs.shape[0])
-            act = jax.vmap(lambda o, k: algo.act(params, o, k, config, deterministic=True))
-            return act(obs, keys), None
-
-        def body(inner, key):
-            carry, total, alive = inner
-            carry, transition = rollout.collect(key, env, env_params, carry, policy, 1)
-            total = total + alive * transition.reward[0]
-            alive = alive * (1.0 - transition.done[0])
-            return (carry, total, alive), None
-
-        init = (carry, jnp.zeros(episodes), jnp.ones(episodes))
-        (_, total, _), _ = jax.lax.scan(body, init, jax.random.split(run_key, max_steps))
-        return total
+        return evaluation.returns(key, algo, params, config, env, env_params, episodes,
+                                  max_steps)
 
     num_seeds = jax.tree.leaves(eqx.filter(params, eqx.is_array))[0].shape[0]
     keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)

@@ -458,3 +458,27 @@ def test_model_based_learners_train_resume_and_eval_from_the_command_line(
                      str(tmp_path / "episode.gif")]) == 0
     assert (tmp_path / "episode.gif").read_bytes()[:3] == b"GIF"
 
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--eval-every", "0"], "--eval-every=0 is out of range"),
+        (["--eval-every", "5000"], "eval_every=5000 is out of range; allowed: integers 1 … 1200"),
+        (["--eval-every", "x"], "argument --eval-every: invalid int value: 'x'"),
+        (["--eval-episodes", "3"], "--eval-episodes needs --eval-every"),
+        (["--eval-every", "600", "--eval-episodes", "0"], "--eval-episodes=0 is out of range"),
+        (["--log", "tensorbord"], "log='tensorbord' is not a tracker; allowed: tensorboard"),
+    ],
+)
+def test_bad_eval_and_log_flags_are_one_line_and_exit_2(tmp_path, capsys, flags, needle):
+    assert train(tmp_path / "x", *flags) == cli.EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_resume_refuses_flags_that_would_change_the_run(finished_run, capsys):
+    code = cli.main(["train", "--resume", str(finished_run), "--eval-every", "300"])
+    assert code == cli.EXIT_USAGE
+    assert "drop --eval-every" in capsys.readouterr().err

@@ -1,8 +1,11 @@
 """The ``minirl`` command line (also ``python -m minirl``).
 
     minirl train ALGO --env ENV_ID --steps N --seeds S --out DIR [--set field=value ...]
+                [--eval-every N --eval-episodes E] [--log tensorboard|wandb]
+    minirl train --config FILE.yaml|summary.json [flags that override the file]
     minirl train ALGO --resume DIR
     minirl eval DIR --episodes K [--gif FILE]
+    minirl compare DIR [DIR ...] --out compare.png
     minirl plan PLANNER --env ENV_ID --seeds S --out DIR [--set option=value ...]
     minirl sweep ALGO --env ENV_ID --grid lr=1e-4,3e-4 --grid env.gravity=9.8,3.7 --seeds S
     minirl list
@@ -51,16 +54,33 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_eval_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--eval-every", type=int, metavar="N",
+        help="every N env steps (and at the end), play greedy episodes inside the program "
+        "(training's bits do not change)",
+    )
+    parser.add_argument(
+        "--eval-episodes", type=int, metavar="E",
+        help="greedy episodes per evaluation (default 10; needs --eval-every)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="minirl", description="Pure functional RL in JAX.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="train an agent over several seeds")
-    train.add_argument("algo", help="algorithm name (see `minirl list`)")
+    train.add_argument("algo", nargs="?", help="algorithm name (see `minirl list`)")
+    train.add_argument(
+        "--config", metavar="FILE",
+        help="a YAML or JSON run file (algo, env, env_params, config, seeds, first_seed, "
+        "steps, ...) or a run's summary.json to reproduce it; flags given override it",
+    )
     train.add_argument("--env", help="gymnax environment id, e.g. CartPole-v1")
     train.add_argument("--steps", type=int, help="env steps per seed (config total_steps)")
-    train.add_argument("--seeds", type=int, default=4, help="number of seeds run in parallel")
-    train.add_argument("--seed", type=int, default=0, help="first PRNG seed")
+    train.add_argument("--seeds", type=int, help="number of seeds run in parallel (default 4)")
+    train.add_argument("--seed", type=int, help="first PRNG seed (default 0)")
     train.add_argument("--out", help="output directory (default runs/ALGO-ENV)")
     train.add_argument("--resume", metavar="DIR", help="continue the run checkpointed in DIR")
     train.add_argument(
@@ -68,9 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop (checkpointed) after K chunks; continue later with --resume",
     )
     train.add_argument(
-        "--chunks", type=int, default=50,
-        help="number of jitted chunks (progress and checkpoint points)",
+        "--chunks", type=int,
+        help="number of jitted chunks (progress and checkpoint points; default 50)",
     )
+    train.add_argument(
+        "--log", action="append", default=[], metavar="TRACKER",
+        help="tensorboard (event files in DIR/tensorboard) or wandb (pip install "
+        "'minirl[wandb]'; offline without credentials, WANDB_MODE respected); repeatable",
+    )
+    _add_eval_flags(train)
     _add_run_flags(train)
 
     evaluate = commands.add_parser("eval", help="greedy returns of a trained run")
@@ -114,7 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sweep.add_argument("--num-processes", type=int, default=1, help="processes in the sweep")
     sweep.add_argument("--process-id", type=int, default=0, help="this process's index")
+    _add_eval_flags(sweep)
     _add_run_flags(sweep)
+
+    compare = commands.add_parser(
+        "compare", help="runs' curves on one figure; final returns with IQM and 95%% CIs"
+    )
+    compare.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
+    compare.add_argument("--out", default="compare.png", help="the figure (default compare.png)")
 
     commands.add_parser("list", help="algorithms, planners and environments")
     return parser

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from minirl import evaluation
 from minirl.core.config import ConfigError
 from minirl.envs import render
 
@@ -27,22 +28,12 @@ SUPPORTED = (*render.RENDERERS, *(f"{env_id}-pixels" for env_id in render.RENDER
 
 def greedy_episode(algo: Any, config: Any, env: Any, env_params: Any, params: Any,
                    seed: int, max_steps: int) -> tuple[list[Any], np.ndarray]:
-    """The env states of one greedy episode (until it ends) and the rewards."""
-
-    def one(carry, key):
-        state, obs, ended = carry
-        act_key, step_key = jax.random.split(key)
-        action = algo.act(params, obs, act_key, config, deterministic=True)
-        obs, next_state, reward, terminated, truncated, _ = env.step(step_key, state, action,
-                                                                     env_params)
-        return (next_state, obs, ended | terminated | truncated), (state, reward, ended)
-
-    key, run_key = jax.random.split(jax.random.PRNGKey(seed))
-    obs, state = env.reset(key, env_params)
-    _, (states, rewards, ended) = jax.jit(
-        lambda c, k: jax.lax.scan(one, c, k)
-    )((state, obs, jnp.array(False)), jax.random.split(run_key, max_steps))
-    length = int(np.argmax(np.asarray(ended))) if bool(np.any(ended)) else max_steps
+    """The env states of one greedy episode (until it ends) and the rewards: the episode
+    ``minirl.evaluation`` would play with this key, step by step."""
+    trajectory = jax.jit(evaluation.trajectory, static_argnums=(1, 4, 6))
+    states, rewards, alive = trajectory(jax.random.PRNGKey(seed), algo, params, config, env,
+                                        env_params, max_steps)
+    length = int(np.sum(np.asarray(alive)))
     states = jax.tree.map(lambda x: x[:length], states)
     return [jax.tree.map(lambda x, i=i: x[i], states) for i in range(length)], np.asarray(
         rewards

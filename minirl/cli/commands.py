@@ -86,49 +86,88 @@ def _recorded_env(meta: dict):
 # ----------------------------------------------------------------------------- train
 
 
+def _resolve(flag: object, from_file: object, default: object) -> object:
+    """A command-line flag, else the run file's value, else the default."""
+    return flag if flag is not None else from_file if from_file is not None else default
+
+
 def cmd_train(args: argparse.Namespace, argv: list[str] | None) -> int:
-    from minirl import configs, envs, runner
+    from minirl import configs, envs, runfile, runner, tracking
     from minirl.cli import output
 
-    algo = _algorithm(args.algo)
-    _check_counts(args, "seeds", "steps", "chunks", "runs_per_program", "stop_after_chunks")
+    _check_counts(args, "seeds", "steps", "chunks", "runs_per_program", "stop_after_chunks",
+                  "eval_every", "eval_episodes")
     devices = _devices(args.devices)
+    log = args.log or None
     if args.resume:
-        if args.env or args.steps or args.set:
-            raise UsageError("--resume continues a run as configured; drop --env/--steps/--set")
+        given = [flag for flag, value in (("--env", args.env), ("--steps", args.steps),
+                                          ("--set", args.set), ("--config", args.config),
+                                          ("--eval-every", args.eval_every),
+                                          ("--eval-episodes", args.eval_episodes)) if value]
+        if given:
+            raise UsageError(f"--resume continues a run as configured; drop {'/'.join(given)}")
         out_dir = args.resume
+        tracking.check(log, out_dir)
         meta = runner.read_metadata(out_dir)
-        if meta["algo"] != args.algo:
+        if args.algo and meta["algo"] != args.algo:
             raise ConfigError(f"--resume {out_dir} holds a {meta['algo']} run, not {args.algo}")
+        algo_name = meta["algo"]
         progress = output.Progress(f"resuming {meta['algo']} on {meta['env']} from {out_dir}")
-        run = runner.resume(out_dir, algo, *_recorded_env(meta), report=progress,
-                            stop_after_chunks=args.stop_after_chunks, devices=devices)
+        run = runner.resume(out_dir, _algorithm(algo_name), *_recorded_env(meta),
+                            report=progress, stop_after_chunks=args.stop_after_chunks,
+                            devices=devices, log=log)
     else:
-        if not args.env:
+        spec = runfile.read(args.config) if args.config else runfile.RunFile("")
+        if args.algo and spec.algo and args.algo != spec.algo:
+            raise ConfigError(f"config file {spec.path} describes a {spec.algo} run; the "
+                              f"command line names {args.algo}")
+        algo_name = args.algo or spec.algo
+        if not algo_name:
+            raise UsageError("name an algorithm (minirl train ALGO ...; see `minirl list`) or "
+                             "give --config FILE")
+        algo = _algorithm(algo_name)
+        env_id = args.env or spec.env
+        if not env_id:
             raise UsageError("--env is required (e.g. --env CartPole-v1); see `minirl list`")
-        out_dir = args.out or os.path.join("runs", f"{args.algo}-{args.env}")
         changes, env_changes = configs.parse_sets(algo.Config, args.set)
-        env, env_params = envs.make(args.env, **env_changes)
-        config = configs.make(algo, args.env, args.steps, changes)
+        changes = {**spec.config_changes(algo.Config), **changes}  # flags override the file
+        env_changes = {**spec.env_params, **env_changes}
+        steps = args.steps
+        if steps is None and "total_steps" not in changes:
+            steps = spec.steps
+        eval_every = _resolve(args.eval_every, spec.eval_every, None)
+        eval_episodes = _resolve(args.eval_episodes, spec.eval_episodes, 10)
+        if eval_every is None and args.eval_episodes is not None:
+            raise UsageError("--eval-episodes needs --eval-every N (env steps between "
+                             "evaluations)")
+        seeds = _resolve(args.seeds, spec.seeds, 4)
+        out_dir = args.out or os.path.join("runs", f"{algo_name}-{env_id}")
+        tracking.check(log, out_dir)
+        env, env_params = envs.make(env_id, **env_changes)
+        config = configs.make(algo, env_id, steps, changes)
         progress = output.Progress(
-            f"training {args.algo} on {args.env}: {config.total_steps:,} env steps × "
-            f"{args.seeds} seeds → {out_dir} (compiling, then running)"
+            f"training {algo_name} on {env_id}: {config.total_steps:,} env steps × "
+            f"{seeds} seeds → {out_dir} (compiling, then running)"
         )
         run = runner.train(
-            algo, config, env, env_params, seeds=args.seeds, seed=args.seed, out_dir=out_dir,
-            env_id=args.env, env_overrides=env_changes, report=progress,
-            stop_after_chunks=args.stop_after_chunks, target_chunks=args.chunks,
-            runs_per_program=args.runs_per_program, devices=devices,
+            algo, config, env, env_params, seeds=seeds, seed=_resolve(args.seed,
+                                                                      spec.first_seed, 0),
+            out_dir=out_dir, env_id=env_id, env_overrides=env_changes, report=progress,
+            stop_after_chunks=args.stop_after_chunks,
+            target_chunks=_resolve(args.chunks, spec.chunks, 50),
+            runs_per_program=_resolve(args.runs_per_program, spec.runs_per_program, None),
+            devices=devices, eval_every=eval_every, eval_episodes=eval_episodes, log=log,
         )
     if not run.finished:
         print(
             f"stopped after {run.done_chunks}/{len(run.chunks)} chunks; continue with "
-            f"`minirl train {args.algo} --resume {out_dir}`",
+            f"`minirl train {algo_name} --resume {out_dir}`",
             file=sys.stderr,
         )
         return 0
     output.print_table(run.summary())
-    print(f"wrote {out_dir}/summary.json, metrics.csv, curve.png, {runner.CHECKPOINT}")
+    extra = ", tensorboard/" if "tensorboard" in tracking.entries(log) else ""
+    print(f"wrote {out_dir}/summary.json, metrics.csv, curve.png, {runner.CHECKPOINT}{extra}")
     return 0
 
 
@@ -191,7 +230,9 @@ def cmd_plan(args: argparse.Namespace, argv: list[str] | None) -> int:
 
 def cmd_sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
     _check_counts(args, "seeds", "steps", "chunks", "num_processes", "process_id",
-                  "runs_per_program")
+                  "runs_per_program", "eval_every", "eval_episodes")
+    if args.eval_episodes is not None and args.eval_every is None:
+        raise UsageError("--eval-episodes needs --eval-every N (env steps between evaluations)")
     if args.process_id >= args.num_processes:
         raise UsageError(f"--process-id={args.process_id} must be < --num-processes")
     if not args.grid:
@@ -229,10 +270,11 @@ def cmd_sweep(args: argparse.Namespace, argv: list[str] | None) -> int:
         out_dir=out_dir, env_id=args.env, env_overrides=env_changes,
         report=progress if lead else None, target_chunks=args.chunks,
         runs_per_program=args.runs_per_program, devices=devices,
+        eval_every=args.eval_every, eval_episodes=args.eval_episodes or 10,
     )
     if result is not None:  # process 0
         output.print_ranking(result)
-        print(f"wrote {out_dir}/summary.json, sweep.png")
+        print(f"wrote {out_dir}/summary.json, metrics.csv, sweep.png")
     return 0
 
 
@@ -257,6 +299,19 @@ def _reexec_distributed(argv: list[str]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-c", code, *argv])
+
+
+# ----------------------------------------------------------------------------- compare
+
+
+def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from minirl import compare
+    from minirl.cli import output
+
+    _, rows = compare.compare(args.dirs, args.out)
+    output.print_comparison(rows)
+    print(f"wrote {args.out}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- list
@@ -301,5 +356,6 @@ COMMANDS = {
     "eval": cmd_eval,
     "plan": cmd_plan,
     "sweep": cmd_sweep,
+    "compare": cmd_compare,
     "list": cmd_list,
 }

@@ -1,5 +1,5 @@
 """What the command line prints: the live progress line and the result tables of
-``train``, ``plan`` and ``sweep``. The files a run writes are ``minirl.results``'.
+``train``, ``plan``, ``sweep`` and ``compare``. The files a run writes are ``minirl.results``'.
 """
 
 import sys
@@ -18,7 +18,8 @@ class Progress:
     called as ``report(run)`` by ``minirl.runner``.
 
     Shows env steps per seed (or per run, for a sweep), throughput, the mean return of
-    recent episodes and, once any seed's loss or parameters are non-finite, which diverged."""
+    recent episodes, the last greedy evaluation (mean over seeds) where the run evaluates
+    and, once any seed's loss or parameters are non-finite, which diverged."""
 
     def __init__(self, header: str = "", stream=None, unit: str = "seed"):
         self.header = header  # printed at the first call, once the run is set up
@@ -39,6 +40,9 @@ class Progress:
             f"{self.unit} | {rate:>10,.0f} steps/s | recent return {recent_mean:8.1f}"
             f" | {wall:6.1f}s"
         )
+        _, evals = results.eval_curve(history, seeds)
+        if evals.size and np.isfinite(evals[:, -1]).any():
+            text += f" | eval {np.nanmean(evals[:, -1]):8.1f}"
         bad = results.diverged(history, seeds)
         if bad:
             text += f" | DIVERGED: {len(bad)} {self.unit}(s) {_short(bad)}"
@@ -79,16 +83,20 @@ def print_table(result: dict[str, Any], stream=None) -> None:
     table = Table(title=f"{result['algo']} on {result['env']}")
     table.add_column("seed", justify="right")
     table.add_column("final return", justify="right")
+    evaluated = "final_eval_returns" in result
+    if evaluated:
+        table.add_column(f"greedy ({result['eval_episodes']} episodes)", justify="right")
     diverged = set(result.get("diverged_seeds", []))
     first = result.get("first_seed", 0)
     for i, value in enumerate(result["final_returns"]):
-        shown = "nan" if value is None else f"{value:.1f}"
+        shown = _number(value)
         if first + i in diverged:
             shown += "  DIVERGED (non-finite loss or parameters)"
-        table.add_row(str(first + i), shown)
+        table.add_row(str(first + i), shown,
+                      *([_number(result["final_eval_returns"][i])] if evaluated else []))
     table.add_section()
-    median = result["median_final_return"]
-    table.add_row("median", "nan" if median is None else f"{median:.1f}")
+    table.add_row("median", _number(result["median_final_return"]),
+                  *([_number(result["median_final_eval_return"])] if evaluated else []))
     console = Console(file=stream or sys.stdout, width=100)
     console.print(table)
     if diverged:
@@ -97,6 +105,39 @@ def print_table(result: dict[str, Any], stream=None) -> None:
         f"{result['steps']:,} env steps × {result['seeds']} seeds in "
         f"{result['wall_seconds']:.1f}s ({result['env_steps_per_second']:,.0f} env steps/s)"
     )
+
+
+def _number(value: float | None) -> str:
+    return "nan" if value is None or not np.isfinite(value) else f"{value:.1f}"
+
+
+def print_comparison(rows: list[dict[str, Any]], stream: Any = None) -> None:
+    """``minirl compare``'s table: per run (or configuration) the seeds, the median and the
+    interquartile mean of the final returns with its 95 % stratified-bootstrap interval
+    (Agarwal et al., 2021), and the same for the greedy returns where every run evaluated."""
+    from rich.console import Console
+    from rich.table import Table
+
+    evaluated = bool(rows) and "eval_iqm" in rows[0]
+    table = Table()
+    table.add_column("run", overflow="fold")
+    table.add_column("seeds", justify="right")
+    prefixes = ["", "eval_"] if evaluated else [""]
+    for prefix in prefixes:
+        name = "greedy" if prefix else "final return"
+        table.add_column(f"{name} median", justify="right")
+        table.add_column(f"{name} IQM [95% CI]", justify="right")
+    for row in rows:
+        cells = [row["label"], str(row["seeds"])]
+        for prefix in prefixes:
+            cells += [_number(row[prefix + "median"]),
+                      f"{_number(row[prefix + 'iqm'])} [{_number(row[prefix + 'low'])}, "
+                      f"{_number(row[prefix + 'high'])}]"]
+        table.add_row(*cells)
+    console = Console(file=stream or sys.stdout, width=140)
+    console.print(table)
+    console.print("IQM: mean of the middle 50% of seeds; CI: percentile stratified bootstrap "
+                  "over seeds (Agarwal et al., 2021)", soft_wrap=True)
 
 
 def print_ranking(result: dict[str, Any], stream: Any = None) -> None:
