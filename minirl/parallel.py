@@ -3,9 +3,12 @@
 :func:`data_parallel` runs an algorithm's ``step`` inside ``jax.shard_map``: the arrays the
 caller names (every environment's state, leading axis ``[E]``) are split over a device mesh,
 everything else (parameters, optimiser state, counters, keys) is replicated, and each device
-steps its ``E / devices`` environments. The algorithm averages its gradients over the mesh
-axis, so the replicated parameters stay equal on every device. (Seeds and hyperparameters
-are a different kind of parallelism: independent runs, ``minirl.programs``.)
+steps its ``E / devices`` environments. The step is traced with the mesh axis declared as
+the data axis (``core.data_axis.over``): the optimiser averages the gradients over it and
+the learner's batch statistics are taken over all shards, so the replicated parameters stay
+equal on every device, with no argument threaded through the learner. The episode
+statistics are summed over the devices and the other metrics averaged. (Seeds and
+hyperparameters are a different kind of parallelism: independent runs, ``minirl.programs``.)
 """
 
 from collections.abc import Callable, Sequence
@@ -16,6 +19,9 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
+
+from .core import data_axis
+from .results import POOLED
 
 
 def make_mesh(devices: Sequence[Any] | None = None, axis: str = "envs") -> Mesh:
@@ -42,19 +48,19 @@ def data_parallel(
     length: int = 1,
     donate: bool = False,
 ) -> Callable:
-    """Data-parallel ``step_fn(state, config, env, env_params, axis_name) -> (state,
-    metrics)``.
+    """Data-parallel ``step_fn(state, config, env, env_params) -> (state, metrics)``: any
+    learner's ``step``.
 
     The arrays in ``split(state)`` (e.g. ``lambda s: s.env``: every environment's state,
     leading axis ``[E]``) are split over the mesh axis; the rest of the state (parameters,
     optimiser state, keys, counters), the config and the env parameters are replicated.
     Inside ``jax.shard_map`` each device runs ``step_fn`` on its ``E / devices``
-    environments with ``axis_name`` set to the mesh axis; the step averages gradients (and
-    any statistics) with ``jax.lax.pmean`` over that axis and returns replicated metrics.
-    ``state`` is a template; the result is a jitted ``run(state, config, env_params) ->
-    (state, metrics)`` doing ``length`` steps (metrics stacked ``[length, ...]``). It equals
-    the single-device step up to float reassociation (one agent: the reduction order of its
-    gradients changes with the device count).
+    environments, traced under ``core.data_axis.over(axis)``; the episode statistics are
+    summed over the devices and the other metrics averaged. ``state`` is a template; the
+    result is a jitted ``run(state, config, env_params) -> (state, metrics)`` doing
+    ``length`` steps (metrics stacked ``[length, ...]``). For PPO it equals the single-device
+    step up to float reassociation (one agent: the reduction order of its gradients changes
+    with the device count).
     """
     axis = mesh.axis_names[0]
     specs = shard_specs(state, split, axis)
@@ -62,8 +68,11 @@ def data_parallel(
 
     def run(arrays, config, env_params):
         def body(arrays, _):
-            new_state, metrics = step_fn(eqx.combine(arrays, static), config, env, env_params,
-                                         axis)
+            with data_axis.over(axis):
+                new_state, metrics = step_fn(eqx.combine(arrays, static), config, env,
+                                             env_params)
+            metrics = {name: jax.lax.psum(value, axis) if name in POOLED
+                       else jax.lax.pmean(value, axis) for name, value in metrics.items()}
             return eqx.filter(new_state, eqx.is_array), metrics
 
         return jax.lax.scan(body, arrays, length=length)

@@ -113,7 +113,11 @@ SCRIPT = textwrap.dedent(
 
     # A small self-contained data-parallel learner: linear regression on data that each
     # environment draws from its own key (indexed by the global environment index), with
-    # Adam on the mean loss over all environments: gradients pmean-ed over the axis.
+    # minirl's Adam on the mean loss over all environments: no axis argument anywhere, the
+    # optimiser averages the gradients over the data axis that data_parallel declares.
+    from minirl.core import data_axis
+    from minirl.core.optim import adam_with_clipping
+
     class Toy(eqx.Module):
         w: jax.Array
         opt_state: optax.OptState
@@ -121,26 +125,19 @@ SCRIPT = textwrap.dedent(
         key: jax.Array
 
     TRUE_W = jnp.array([1.0, -2.0, 0.5])
-    opt = optax.adam(0.05)
+    opt = adam_with_clipping(0.05, float("inf"))
 
     def toy_init(key, num_envs):
         w = jnp.zeros(3)
         return Toy(w, opt.init(w), jax.random.normal(key, (num_envs, 3)), key)
 
-    def toy_step(state, config, env, env_params, axis_name=None):
-        num_local = state.x.shape[0]
+    def toy_step(state, config, env, env_params):
         key, data_key = jax.random.split(state.key)
-        shards = 1 if axis_name is None else jax.lax.psum(1, axis_name)
-        keys = jax.random.split(data_key, num_local * shards)
-        if axis_name is not None:
-            first = jax.lax.axis_index(axis_name) * num_local
-            keys = jax.lax.dynamic_slice_in_dim(keys, first, num_local)
+        keys = data_axis.local_keys(data_key, state.x.shape[0])
         noise = jax.vmap(lambda k: jax.random.normal(k, (3,)))(keys)
         x = state.x + config["drift"] * noise
         y = x @ TRUE_W + 0.1 * noise[:, 0]
         loss, grad = jax.value_and_grad(lambda w: jnp.mean((x @ w - y) ** 2))(state.w)
-        if axis_name is not None:
-            grad, loss = jax.lax.pmean((grad, loss), axis_name)
         updates, opt_state = opt.update(grad, state.opt_state)
         return Toy(state.w + updates, opt_state, x, key), {"loss": loss}
 
@@ -186,6 +183,34 @@ SCRIPT = textwrap.dedent(
         np.testing.assert_allclose(dp_state.env.obs, single_state.env.obs, rtol=1e-4, atol=1e-5)
 
 
+    @check("data_parallel_trpo_policy_step")
+    def _():
+        # TRPO's policy step (CG on averaged Fisher-vector products, line search on
+        # whole-batch surrogates) equals one device's; its value regression shuffles each
+        # shard's part of the batch, so the critic is compared only through its loss.
+        from minirl.algos import trpo
+
+        env, env_params = envs.make("Pendulum-v1")
+        config = trpo.Config(total_steps=8 * 16 * 10, num_envs=8, rollout_steps=16,
+                             hidden=(16,), normalize_observations=True)
+        state = trpo.init(jax.random.PRNGKey(2), config, env, env_params)
+        single_state, single_metrics = jax.jit(trpo.step, static_argnums=2)(
+            state, config, env, env_params)
+        run = parallel.data_parallel(trpo.step, FOUR, state, lambda s: s.env, env, length=1)
+        dp_state, dp_metrics = run(state, config, env_params)
+        for name in ("episodes", "env_steps", "accepted"):
+            np.testing.assert_allclose(dp_metrics[name][0], single_metrics[name], rtol=1e-6)
+        for name in ("kl", "expected_improvement", "step_fraction"):
+            np.testing.assert_allclose(dp_metrics[name][0], single_metrics[name], rtol=1e-3,
+                                       atol=1e-6)
+        for a, b in zip(jax.tree.leaves(eqx.filter(dp_state.learner.params.actor, eqx.is_array)),
+                        jax.tree.leaves(eqx.filter(single_state.learner.params.actor,
+                                                   eqx.is_array))):
+            np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(dp_state.learner.params.obs_norm.mean,
+                                   single_state.learner.params.obs_norm.mean, rtol=1e-5)
+
+
     json.dump(results, open(sys.argv[1], "w"))
     '''
 )
@@ -197,6 +222,7 @@ CHECKS = [
     "train_and_resume_across_device_counts",
     "data_parallel_toy",
     "data_parallel_ppo",
+    "data_parallel_trpo_policy_step",
 ]
 
 
@@ -224,6 +250,7 @@ def test_on_four_forced_cpu_devices(device_checks, name):
     groups_*: the groups really run on different devices; chunked_*: `minirl sweep`'s
     chunked trainer on 1 and 4 devices agrees exactly; train_and_resume_*: `minirl train`
     on 1 device equals a run stopped on 4 devices and resumed on 2; data_parallel_*:
-    environments split over 4 devices with pmean-ed gradients == one device (one agent:
-    equal up to float reassociation), for a regression learner and for PPO."""
+    environments split over 4 devices, the optimiser averaging the gradients over the data
+    axis == one device (one agent: equal up to float reassociation), for a regression
+    learner, for PPO and for TRPO's policy step."""
     assert device_checks[name] == "ok", device_checks[name]

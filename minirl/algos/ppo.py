@@ -20,16 +20,17 @@ per minibatch; observations are optionally normalised by running statistics.
 Episode ends follow gymnax 1.x: ``terminated`` cuts the bootstrap, ``truncated`` bootstraps
 from V(final observation) (``minirl.core.returns.gae``).
 
-Data parallelism. ``step`` and ``learn`` take an optional static ``axis_name``. Called
-inside ``jax.shard_map`` (or ``vmap``) over the environment axis with that name — each
-shard holding an equal slice of the environments in ``state.env`` and the parameters,
-optimiser state, key, counters and λ replicated — gradients are averaged with
-``jax.lax.pmean(grads, axis_name)``; advantage and observation normalisation statistics,
-the KL for the dual update and the episode statistics are taken over all shards; action
+Data parallelism (``minirl.parallel.data_parallel``): traced inside ``jax.shard_map`` over
+a data axis (``core.data_axis``), each shard holds an equal slice of the environments in
+``state.env`` and the parameters, optimiser state, key, counters and λ replicated. The
+optimiser averages the gradients over the axis; advantage and observation normalisation
+statistics and the KL of the dual update are ``data_axis.mean``-s over all shards; action
 sampling, environment stepping and the minibatch shuffle use per-environment keys indexed
-by the *global* environment index. So the sharded computation equals the single-device one
-up to floating-point reassociation. Minibatches are stratified: every minibatch holds
-``rollout_steps / num_minibatches`` randomly chosen time steps of every environment.
+by the *global* environment index (``data_axis.local_keys``). No argument is threaded
+through: outside ``data_parallel`` all of these are plain. So the sharded computation
+equals the single-device one up to floating-point reassociation. Minibatches are
+stratified: every minibatch holds ``rollout_steps / num_minibatches`` randomly chosen time
+steps of every environment.
 
 The lecture notes weight the policy-gradient terms by γ^t; like every practical
 implementation (and Schulman et al., 2017) we drop that factor, which would otherwise shrink
@@ -53,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..core import distributions, exploration, losses, nets, returns, rollout
+from ..core import data_axis, distributions, exploration, losses, nets, returns, rollout
 from ..core.config import ConfigError, check_choice, check_on_policy, check_range
 from ..core.optim import adam_with_clipping, normalize_advantages, set_learning_rate
 
@@ -125,9 +126,13 @@ class Config(eqx.Module):
         check_range("dual_learning_rate", self.dual_learning_rate, 0.0)
 
     @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs * self.rollout_steps
+
+    @property
     def num_iterations(self) -> int:
         """Iterations of ``step``; each collects ``num_envs × rollout_steps`` env steps."""
-        return self.total_steps // (self.num_envs * self.rollout_steps)
+        return self.total_steps // self.steps_per_iteration
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -171,17 +176,13 @@ class RunningNorm(eqx.Module):
         normed = (obs - self.mean) * jax.lax.rsqrt(self.var + 1e-8)
         return jnp.clip(jax.lax.stop_gradient(normed), -10.0, 10.0)
 
-    def update(self, batch: jax.Array, axis_name: str | None = None) -> "RunningNorm":
-        """Fold in ``batch`` ``[N, *obs_shape]`` (and the other shards' under ``axis_name``)."""
+    def update(self, batch: jax.Array) -> "RunningNorm":
+        """Fold in ``batch`` ``[N, *obs_shape]`` (and, under a data axis, the other
+        shards')."""
         batch = batch.astype(jnp.float32)
-        mean = jnp.mean(batch, axis=0)
-        count = jnp.asarray(batch.shape[0], jnp.float32)
-        if axis_name is not None:
-            mean = jax.lax.pmean(mean, axis_name)
-            count = jax.lax.psum(count, axis_name)
-        var = jnp.mean(jnp.square(batch - mean), axis=0)
-        if axis_name is not None:
-            var = jax.lax.pmean(var, axis_name)
+        mean = data_axis.mean(jnp.mean(batch, axis=0))
+        count = data_axis.total(jnp.asarray(batch.shape[0], jnp.float32))
+        var = data_axis.mean(jnp.mean(jnp.square(batch - mean), axis=0))
         total = self.count + count
         delta = mean - self.mean
         new_mean = self.mean + delta * count / total
@@ -366,17 +367,6 @@ class Batch(eqx.Module):
     policy: Any  # a distribution with [T, E, ...] parameters
 
 
-def env_keys(key: jax.Array, num_local: int, axis_name: str | None) -> jax.Array:
-    """One key per environment, indexed by the global environment index: the same keys
-    whether the environments sit on one device or are sharded over ``axis_name``."""
-    if axis_name is None:
-        return jax.random.split(key, num_local)
-    shards = jax.lax.psum(1, axis_name)
-    keys = jax.random.split(key, num_local * shards)
-    return jax.lax.dynamic_slice_in_dim(keys, jax.lax.axis_index(axis_name) * num_local,
-                                        num_local)
-
-
 def collect(
     params: Agent,
     carry: rollout.EnvCarry,
@@ -384,24 +374,23 @@ def collect(
     config,
     env: Any,
     env_params: Any,
-    axis_name: str | None = None,
 ) -> tuple[rollout.EnvCarry, rollout.Transition]:
     """``rollout_steps`` steps of every env with π_θ; ``policy_info`` = (log π(a|s), V(s)).
 
     As ``rollout.collect`` (gymnax 1.x, ``next_obs`` = final observation at episode ends)
-    but with per-environment keys from :func:`env_keys`, so sharding changes nothing.
+    but with per-environment keys (``data_axis.local_keys``), so sharding changes nothing.
     """
     num_local = carry.obs.shape[0]
 
     def one_step(carry: rollout.EnvCarry, step_key: jax.Array):
         act_key, env_key = jax.random.split(step_key)
         dist = batch_apply(policy, params, carry.obs, config)
-        action = jax.vmap(lambda d, k: d.sample(k))(dist, env_keys(act_key, num_local, axis_name))
+        action = jax.vmap(lambda d, k: d.sample(k))(dist, data_axis.local_keys(act_key, num_local))
         log_prob = dist.log_prob(action)
         v = batch_apply(value, params, carry.obs, config)
         obs, env_state, reward, terminated, truncated, info = jax.vmap(
             env.step, in_axes=(0, 0, 0, None)
-        )(env_keys(env_key, num_local, axis_name), carry.env_state,
+        )(data_axis.local_keys(env_key, num_local), carry.env_state,
           env_action(params, action, config),
           env_params)
         terminated, truncated = terminated.astype(bool), truncated.astype(bool)
@@ -443,14 +432,14 @@ def entropy(dist) -> jax.Array:
 
 
 def loss_fn(
-    params: Agent, minibatch: Batch, kl_coef: jax.Array, config: Config, axis_name=None
+    params: Agent, minibatch: Batch, kl_coef: jax.Array, config: Config
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """−(policy objective + c_H·H) + c_V·value loss on a flat minibatch ``[N, ...]``."""
     dist = batch_apply(policy, params, minibatch.obs, config)
     v = batch_apply(value, params, minibatch.obs, config)
     advantage = minibatch.advantage
     if config.normalize_advantages:
-        advantage = normalize_advantages(advantage, axis_name)
+        advantage = normalize_advantages(advantage)
     log_ratio = dist.log_prob(minibatch.action) - minibatch.log_prob
     ratio = jnp.exp(log_ratio)
     kl = jnp.mean(minibatch.policy.kl(dist))
@@ -478,11 +467,11 @@ def loss_fn(
     return loss, aux
 
 
-def minibatches(batch: Batch, key: jax.Array, config: Config, axis_name) -> Batch:
+def minibatches(batch: Batch, key: jax.Array, config: Config) -> Batch:
     """``[M, N/M, ...]``: per env, a random permutation of its T steps split into M parts."""
     num_steps, num_local = batch.advantage.shape
     per_minibatch = num_steps // config.num_minibatches
-    keys = env_keys(key, num_local, axis_name)
+    keys = data_axis.local_keys(key, num_local)
     perms = jax.vmap(lambda k: jax.random.permutation(k, num_steps))(keys)  # [E, T]
     time_index = perms.T.reshape(config.num_minibatches, per_minibatch, num_local)
     env_index = jnp.arange(num_local)[None, None, :]
@@ -495,11 +484,11 @@ def minibatches(batch: Batch, key: jax.Array, config: Config, axis_name) -> Batc
 
 
 def learn(
-    learner: Learner, batch: Batch, config: Config, axis_name: str | None = None
+    learner: Learner, batch: Batch, config: Config
 ) -> tuple[Learner, dict[str, jax.Array]]:
     """``num_epochs`` × ``num_minibatches`` Adam steps on ``batch``, then (lagrangian) the
-    dual step on λ. Pure; needs no env. With ``axis_name``, gradients are ``pmean``-ed over
-    that axis and every statistic is taken over all shards (see the module docstring)."""
+    dual step on λ. Pure; needs no env. Under a data axis the optimiser averages the
+    gradients and the statistics are taken over all shards (see the module docstring)."""
     key, shuffle_key = jax.random.split(learner.key)
     per_iteration = config.num_epochs * config.num_minibatches
     iteration = learner.updates // per_iteration
@@ -511,16 +500,13 @@ def learn(
 
     def minibatch_step(carry, minibatch):
         params, opt_state = carry
-        (_, aux), grads = grad_fn(params, minibatch, learner.kl_coef, config, axis_name)
+        (_, aux), grads = grad_fn(params, minibatch, learner.kl_coef, config)
         grads = eqx.filter(grads, eqx.is_array)
-        if axis_name is not None:
-            grads = jax.lax.pmean(grads, axis_name)
-            aux = jax.lax.pmean(aux, axis_name)
         updates, opt_state = optimizer.update(grads, opt_state, eqx.filter(params, eqx.is_array))
         return (eqx.apply_updates(params, updates), opt_state), aux
 
     def epoch(carry, key):
-        return jax.lax.scan(minibatch_step, carry, minibatches(batch, key, config, axis_name))
+        return jax.lax.scan(minibatch_step, carry, minibatches(batch, key, config))
 
     opt_state = set_learning_rate(learner.opt_state, learning_rate)
     (params, opt_state), aux = jax.lax.scan(
@@ -532,9 +518,7 @@ def learn(
     if config.objective == "lagrangian":
         # Dual gradient ascent on λ with the KL of the whole batch after the update.
         new_policy = batch_apply(policy, params, batch.obs, config, batch_dims=2)
-        kl = jnp.mean(batch.policy.kl(new_policy))
-        if axis_name is not None:
-            kl = jax.lax.pmean(kl, axis_name)
+        kl = data_axis.mean(jnp.mean(batch.policy.kl(new_policy)))
         kl_coef = jnp.maximum(0.0, kl_coef + config.dual_learning_rate * (kl - config.max_kl))
         metrics["kl_after"] = kl
     metrics["kl_coef"] = kl_coef
@@ -547,29 +531,23 @@ def learn(
 
 
 def step(
-    state: State, config: Config, env: Any, env_params: Any, axis_name: str | None = None
+    state: State, config: Config, env: Any, env_params: Any
 ) -> tuple[State, dict[str, jax.Array]]:
     """Collect ``num_envs × rollout_steps`` env steps with π_θ, compute GAE, learn on them,
     then fold the batch's observations into the running normaliser."""
     key, collect_key = jax.random.split(state.key)
     params = state.learner.params
-    env_carry, trajectory = collect(
-        params, state.env, collect_key, config, env, env_params, axis_name
-    )
+    env_carry, trajectory = collect(params, state.env, collect_key, config, env, env_params)
     batch = make_batch(params, trajectory, config)
-    learner, learn_metrics = learn(state.learner, batch, config, axis_name)
+    learner, learn_metrics = learn(state.learner, batch, config)
     if config.normalize_observations:
         flat_obs = batch.obs.reshape(-1, *batch.obs.shape[2:])
-        obs_norm = learner.params.obs_norm.update(flat_obs, axis_name)
+        obs_norm = learner.params.obs_norm.update(flat_obs)
         learner = eqx.tree_at(lambda s: s.params.obs_norm, learner, obs_norm)
-    num_local = trajectory.reward.shape[1]
-    shards = 1 if axis_name is None else jax.lax.psum(1, axis_name)
-    env_steps = state.env_steps + num_local * shards * config.rollout_steps
-    episodes = rollout.episode_metrics(trajectory)
-    if axis_name is not None:
-        episodes = jax.lax.psum(episodes, axis_name)
+    env_steps = state.env_steps + config.steps_per_iteration  # all envs, all shards
     state = State(learner, env_carry, key, env_steps)
-    return state, {**episodes, **learn_metrics, "env_steps": env_steps}
+    return state, {**rollout.episode_metrics(trajectory), **learn_metrics,
+                   "env_steps": env_steps}
 
 
 def train(

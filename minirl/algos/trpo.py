@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ..core import losses, optim, rollout
+from ..core import data_axis, losses, optim, rollout
 from ..core.config import ConfigError, check_choice, check_on_policy, check_range
 from ..core.optim import adam_with_clipping
 from . import ppo
@@ -104,9 +104,13 @@ class Config(eqx.Module):
         check_range("init_log_std", self.init_log_std, -20.0, 5.0)
 
     @property
+    def steps_per_iteration(self) -> int:
+        return self.num_envs * self.rollout_steps
+
+    @property
     def num_iterations(self) -> int:
         """Iterations of ``step``; each collects ``num_envs × rollout_steps`` env steps."""
-        return self.total_steps // (self.num_envs * self.rollout_steps)
+        return self.total_steps // self.steps_per_iteration
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -201,12 +205,21 @@ def surrogate_and_kl(params: ppo.Agent, batch: ppo.Batch, config: Config):
     return fn
 
 
+def _whole_batch(fn):
+    """``fn``'s values as means over the whole batch: under a data axis each shard holds an
+    equal part of it, so the mean of the shards' means (``core.data_axis``)."""
+    return lambda *args: data_axis.mean(fn(*args))
+
+
 def policy_step(params: ppo.Agent, batch: ppo.Batch, config: Config):
     """One natural-gradient / TRPO step of π on a flat batch ``[N, ...]``."""
     fn = surrogate_and_kl(params, batch, config)
     part = _policy_part(params)
-    g = jax.grad(lambda p: fn(p)[0])(part)
+    # Gradients and Fisher-vector products of the local batch, then averaged (a mean of
+    # per-shard means); the line search compares whole-batch surrogates and KLs.
+    g = data_axis.mean(jax.grad(lambda p: fn(p)[0])(part))
 
+    @_whole_batch
     def fvp(v):
         return optim.fisher_vector_product(lambda p: fn(p)[1], part, v, config.cg_damping)
 
@@ -215,12 +228,13 @@ def policy_step(params: ppo.Agent, batch: ppo.Batch, config: Config):
     info = {"expected_improvement": optim.tree_vdot(g, full_step)}
     if config.line_search:
         part, search = optim.backtracking_line_search(
-            fn, part, full_step, config.max_kl, config.backtrack_ratio, config.max_backtracks
+            _whole_batch(fn), part, full_step, config.max_kl, config.backtrack_ratio,
+            config.max_backtracks,
         )
         info.update(search)
     else:
         part = jax.tree.map(jnp.add, part, full_step)
-        info["kl"] = fn(part)[1]
+        info["kl"] = data_axis.mean(fn(part)[1])
     return _with_policy_part(params, part), info
 
 
@@ -286,7 +300,7 @@ def step(
         flat_obs = batch.obs.reshape(-1, *batch.obs.shape[2:])
         learner = eqx.tree_at(lambda s: s.params.obs_norm, learner,
                               learner.params.obs_norm.update(flat_obs))
-    env_steps = state.env_steps + config.num_envs * config.rollout_steps
+    env_steps = state.env_steps + config.steps_per_iteration  # all envs, all shards
     metrics = {**rollout.episode_metrics(trajectory), **learn_metrics, "env_steps": env_steps}
     return State(learner, env_carry, key, env_steps), metrics
 

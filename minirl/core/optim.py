@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import optax
 from jaxtyping import PyTree
 
+from . import data_axis
+
 
 def polyak_update(online: PyTree, target: PyTree, tau: float | jax.Array) -> PyTree:
     """θ̄ ← τθ + (1 − τ)θ̄, a convex combination; τ = 1 is a hard copy.
@@ -39,7 +41,8 @@ def adam_with_clipping(
     max_grad_norm: float | jax.Array,
     eps: float | jax.Array = 1e-8,
 ) -> optax.GradientTransformation:
-    """Global-norm gradient clipping then Adam, with both numbers injected as state.
+    """The gradient averaged over the data axis (``core.data_axis``: only when one agent
+    trains data-parallel), global-norm clipping, then Adam; the numbers injected as state.
 
     Through ``optax.inject_hyperparams`` the learning rate and clipping norm live in the
     optimiser state, so they can be traced (swept with ``vmap``) and changed per update
@@ -48,7 +51,9 @@ def adam_with_clipping(
 
     def chain(learning_rate, max_grad_norm, eps):
         return optax.chain(
-            optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate, eps=eps)
+            data_axis.mean_gradients(),
+            optax.clip_by_global_norm(max_grad_norm),
+            optax.adam(learning_rate, eps=eps),
         )
 
     return optax.inject_hyperparams(chain)(
@@ -197,19 +202,13 @@ def backtracking_line_search(
     return new, info
 
 
-def normalize_advantages(
-    advantages: jax.Array, axis_name: str | None = None, eps: float = 1e-8
-) -> jax.Array:
+def normalize_advantages(advantages: jax.Array, eps: float = 1e-8) -> jax.Array:
     """(A − mean A) / (std A + eps) over every element (Schulman et al., 2017, PPO code).
 
-    With ``axis_name`` (inside ``shard_map``/``vmap`` over that axis, equal-sized shards)
-    the mean and standard deviation are taken over the union of all shards, so a sharded
-    batch is normalised exactly as the whole batch would be.
+    Under a data axis (``core.data_axis``; equal-sized shards) the mean and standard
+    deviation are taken over the union of all shards, so a sharded batch is normalised
+    exactly as the whole batch would be.
     """
-    mean = jnp.mean(advantages)
-    if axis_name is not None:
-        mean = jax.lax.pmean(mean, axis_name)
-    var = jnp.mean(jnp.square(advantages - mean))
-    if axis_name is not None:
-        var = jax.lax.pmean(var, axis_name)
+    mean = data_axis.mean(jnp.mean(advantages))
+    var = data_axis.mean(jnp.mean(jnp.square(advantages - mean)))
     return (advantages - mean) / (jnp.sqrt(var) + eps)

@@ -118,7 +118,7 @@ def first_update(grads, learning_rate, max_grad_norm):
     opt = optim.adam_with_clipping(learning_rate, max_grad_norm, eps=1e-12)
     state = opt.init(grads)
     updates, state = opt.update(grads, state)
-    adam_state = state.inner_state[1][0]
+    adam_state = state.inner_state[2][0]
     # After one step Adam's first moment is (1 − β1)·g: recover the clipped gradient.
     clipped = jax.tree.map(lambda m: m / 0.1, adam_state.mu)
     return updates, clipped, state
@@ -152,7 +152,7 @@ def test_hyperparameters_can_be_changed_in_the_state(seed, learning_rate, max_gr
     expected_updates, clipped, _ = first_update(grads, learning_rate, max_grad_norm)
     for u, e in zip(leaves(updates), leaves(expected_updates)):
         np.testing.assert_allclose(u, e, rtol=1e-9, atol=1e-15)
-    assert float(optax.global_norm(new_state.inner_state[1][0].mu)) / 0.1 <= max_grad_norm * (
+    assert float(optax.global_norm(new_state.inner_state[2][0].mu)) / 0.1 <= max_grad_norm * (
         1 + 1e-9
     )
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minirl.core import distributions, optim
+from minirl.core import data_axis, distributions, optim
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -143,9 +143,12 @@ def test_line_search_takes_the_full_step_when_it_is_acceptable():
     assert bool(info["accepted"]) and float(info["step_fraction"]) == 1.0
 
 
-sharded_normalize = jax.jit(
-    jax.vmap(lambda x: optim.normalize_advantages(x, "shards"), axis_name="shards")
-)
+def _normalize_as_a_shard(x):
+    with data_axis.over("shards"):  # what data_parallel declares while tracing a step
+        return optim.normalize_advantages(x)
+
+
+sharded_normalize = jax.jit(jax.vmap(_normalize_as_a_shard, axis_name="shards"))
 
 
 @given(SEEDS, st.sampled_from([(8,), (4, 6)]))
@@ -154,7 +157,7 @@ def test_normalize_advantages_and_across_an_axis(seed, shape):
     out = optim.normalize_advantages(adv)
     np.testing.assert_allclose(jnp.mean(out), 0.0, atol=1e-10)
     np.testing.assert_allclose(jnp.std(out), 1.0, rtol=1e-6)
-    # Split into 2 shards along the first axis, normalised over the named axis = whole batch.
+    # Split into 2 shards along the first axis, normalised over the data axis = whole batch.
     shards = adv.reshape(2, -1, *shape[1:])
     sharded = sharded_normalize(shards)
     np.testing.assert_allclose(sharded.reshape(shape), out, rtol=1e-10, atol=1e-12)
