@@ -231,3 +231,69 @@ def episode_metrics(trajectory: Transition) -> dict[str, jax.Array]:
         "episode_return_sum": jnp.sum(trajectory.episode_return),
         "episode_length_sum": jnp.sum(trajectory.episode_length).astype(jnp.int32),
     }
+
+
+class ActionRepeat:
+    """An env whose one step holds an action for ``repeat`` steps of ``env``: the rewards are
+    summed, and the step stops early (holding the state) at an episode's end.
+
+    ``step`` returns gymnax 1.x's tuple: ``terminated``/``truncated`` of the step that ended
+    the episode, ``info["final_observation"]`` the observation before the automatic reset,
+    and ``info["env_steps"]`` how many steps of ``env`` were taken (``repeat``, fewer when
+    the episode ended). PlaNet acts through it (``planet.acting_env``; Hafner et al., 2019,
+    hold each action for R steps); ``minirl.envs.ActionRepeat`` is the same class.
+    """
+
+    def __init__(self, env: Any, repeat: int):
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise ConfigError(f"repeat={repeat!r} must be an integer ≥ 1")
+        self.env, self.repeat = env, repeat
+        self.name = getattr(env, "name", type(env).__name__)
+
+    def __hash__(self) -> int:  # a static argument of jit: equal wrappers share programs
+        return hash((ActionRepeat, self.env, self.repeat))
+
+    def __eq__(self, other: Any) -> bool:
+        return isinstance(other, ActionRepeat) and (self.env, self.repeat) == (other.env,
+                                                                               other.repeat)
+
+    def reset(self, key: jax.Array, params: Any) -> tuple[jax.Array, Any]:
+        return self.env.reset(key, params)
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array, params: Any):
+        def one(carry, step_key):
+            state, obs, reward, terminated, truncated, final_obs, ended, steps = carry
+            new_obs, new_state, r, term, trunc, info = self.env.step(step_key, state, action,
+                                                                     params)
+            live = ~ended
+            keep = lambda new, old: jax.tree.map(  # noqa: E731  (held once the episode ended)
+                lambda n, o: jnp.where(live, n, o), new, old)
+            term, trunc = jnp.asarray(term, bool), jnp.asarray(trunc, bool)
+            carry = (
+                keep(new_state, state), keep(new_obs, obs),
+                reward + jnp.where(live, jnp.asarray(r, jnp.float32), 0.0),
+                terminated | (live & term), truncated | (live & trunc),
+                keep(info["final_observation"], final_obs), ended | term | trunc,
+                steps + live.astype(jnp.int32),
+            )
+            return carry, None
+
+        like = jax.eval_shape(self.env.step, key, state, action, params)[0]
+        obs = jnp.zeros(like.shape, like.dtype)
+        no = jnp.zeros((), bool)
+        init = (state, obs, jnp.zeros((), jnp.float32), no, no, obs, no,
+                jnp.zeros((), jnp.int32))
+        (state, obs, reward, terminated, truncated, final_obs, _, steps), _ = jax.lax.scan(
+            one, init, jax.random.split(key, self.repeat))
+        return obs, state, reward, terminated, truncated, {"final_observation": final_obs,
+                                                           "env_steps": steps}
+
+    def observation_space(self, params: Any) -> Any:
+        return self.env.observation_space(params)
+
+    def action_space(self, params: Any) -> Any:
+        return self.env.action_space(params)
+
+    @property
+    def default_params(self) -> Any:
+        return self.env.default_params

@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from ..core.config import ConfigError
+from ..core.rollout import ActionRepeat as ActionRepeat  # a wrapper, re-exported here
 from ..core.rollout import action_kind, check_env
 
 PIXELS = "-pixels"

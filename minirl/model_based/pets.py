@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import optax
 
 from ..core import buffer as replay
-from ..core import rollout
+from ..core import nets, rollout
 from ..core.config import ConfigError, check_choice, check_positive_int, check_range
 from ..planning import shooting
 from . import dynamics, rewards
@@ -67,7 +67,8 @@ class Config(eqx.Module):
     """PETS hyperparameters. Static fields fix shapes, loop lengths and switches; the rest
     are leaves."""
 
-    total_steps: int = eqx.field(static=True, default=5_000)  # real env steps
+    total_steps: int = eqx.field(static=True, default=5_000)  # real env steps, all envs
+    num_envs: int = eqx.field(static=True, default=1)  # parallel real environments
     model: str = eqx.field(static=True, default="probabilistic")  # deterministic|probabilistic|bnn
     ensemble_size: int = eqx.field(static=True, default=5)  # M members (bnn: weight samples)
     hidden: tuple[int, ...] = eqx.field(static=True, default=(200, 200, 200))
@@ -95,9 +96,9 @@ class Config(eqx.Module):
     smoothing: float = 0.1  # CEM β
 
     def __check_init__(self) -> None:
-        for name in ("total_steps", "ensemble_size", "horizon", "num_samples", "num_elites",
-                     "iterations", "particles", "refit_every", "fit_updates", "batch_size",
-                     "buffer_size"):
+        for name in ("total_steps", "num_envs", "ensemble_size", "horizon", "num_samples",
+                     "num_elites", "iterations", "particles", "refit_every", "fit_updates",
+                     "batch_size", "buffer_size"):
             check_positive_int(name, getattr(self, name))
         check_positive_int("random_steps", self.random_steps, minimum=0)
         check_choice("model", self.model, dynamics.KINDS)
@@ -115,10 +116,10 @@ class Config(eqx.Module):
             raise ConfigError(
                 f"num_elites={self.num_elites} exceeds num_samples={self.num_samples}"
             )
-        if self.total_steps < self.refit_every:
+        if self.total_steps < self.steps_per_iteration:
             raise ConfigError(
                 f"total_steps={self.total_steps} is less than one iteration "
-                f"(refit_every={self.refit_every})"
+                f"(num_envs × refit_every = {self.steps_per_iteration})"
             )
         check_range("init_std", self.init_std, 0.0)
         check_range("smoothing", self.smoothing, 0.0, 1.0, high_inclusive=False)
@@ -142,12 +143,13 @@ class Config(eqx.Module):
 
     @property
     def steps_per_iteration(self) -> int:
-        return self.refit_every
+        return self.num_envs * self.refit_every
 
     @property
     def num_iterations(self) -> int:
-        """Iterations of ``step``; each collects ``refit_every`` env steps and fits once."""
-        return self.total_steps // self.refit_every
+        """Iterations of ``step``; each collects ``refit_every`` env steps in each of the
+        ``num_envs`` envs and fits once."""
+        return self.total_steps // self.steps_per_iteration
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -192,15 +194,40 @@ class Learner(eqx.Module):
 
 class State(eqx.Module):
     learner: Learner
-    buffer: replay.ReplayBuffer
+    buffer: replay.ReplayBuffer  # time-major across num_envs streams
     env: rollout.EnvCarry
-    plan: jax.Array  # [H, m] the warm start of the next CEM (shifted previous plan)
+    memory: jax.Array  # [E, H, m]: each env's policy memory, CEM's warm start
+    first: jax.Array  # [E] bool: the current observation starts an episode
     key: jax.Array
-    env_steps: jax.Array  # int32
+    env_steps: jax.Array  # int32: env steps collected so far (all envs)
 
 
-def init(key: jax.Array, config: Config, env: Any, env_params: Any) -> State:
-    """A fresh run: a model, its optimiser, an empty buffer, a reset env, a flat plan."""
+def _check_model(model: Any, obs_dim: int, action_dim: int, mc: dynamics.ModelConfig) -> None:
+    if not isinstance(model, dynamics.Model):
+        raise ConfigError(f"network must be a minirl.model_based.dynamics.Model (or a factory "
+                          f"key -> Model); got {type(model).__name__}")
+    want = {"input": (obs_dim + action_dim,), "output": (obs_dim + int(mc.learn_reward),)}
+    got = {"input": model.input_norm.mean.shape, "output": model.output_norm.mean.shape}
+    for part in want:
+        if tuple(got[part]) != want[part]:
+            raise ConfigError(
+                f"network's {part} normaliser has shape {tuple(got[part])}; this env and "
+                f"config need {want[part]} (observation {obs_dim}, action {action_dim}"
+                f"{', reward' if mc.learn_reward else ''})")
+    members = jax.tree.leaves(model.members)[0].shape[0]
+    if members != mc.num_networks or isinstance(model.members, dynamics.Posterior) != (
+            mc.kind == "bnn"):
+        raise ConfigError(f"network has {members} {type(model.members).__name__} members; "
+                          f"model={mc.kind!r}, ensemble_size={mc.ensemble_size} needs "
+                          f"{mc.num_networks}")
+
+
+def init(
+    key: jax.Array, config: Config, env: Any, env_params: Any, network: Any = None
+) -> State:
+    """A fresh run: a model, its optimiser, an empty buffer, ``num_envs`` reset envs and
+    their policy memories. ``network`` is a ``dynamics.Model`` (e.g. fitted before, or made
+    by ``dynamics.init`` with other widths) or a factory ``key -> Model``."""
     rollout.require_action_kind(env, env_params, ACTION_KIND, "pets")
     # rewards.known raises ConfigError for an env without a known reward
     known = rewards.known(env) if config.reward == "known" else rewards.KNOWN.get(
@@ -215,15 +242,18 @@ def init(key: jax.Array, config: Config, env: Any, env_params: Any) -> State:
     low, high = low.reshape(-1), high.reshape(-1)
     model_key, env_key, learn_key, key = jax.random.split(key, 4)
     mc = config.model_config
-    model = dynamics.init(model_key, obs_shape[0], action_dim, mc)
+    model = nets.resolve(network, model_key,
+                         lambda k: dynamics.init(k, obs_shape[0], action_dim, mc))
+    _check_model(model, obs_shape[0], action_dim, mc)
     params = Params(model, low, high, env_params, reward_fn, done_fn)
     learner = Learner(params, dynamics.init_optimizer(model, mc), jnp.zeros((), jnp.int32),
                       learn_key)
-    env_carry = rollout.reset(env_key, env, env_params, 1)
+    env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
     example = dynamics.Data(env_carry.obs[0], jnp.zeros_like(low), env_carry.obs[0],
                             jnp.zeros((), jnp.float32))
-    return State(learner, replay.init(config.buffer_size, example), env_carry,
-                 _flat_plan(low, high, config), key, jnp.zeros((), jnp.int32))
+    memory = jax.vmap(initial_memory, in_axes=(None, 0, None))(params, env_carry.obs, config)
+    return State(learner, replay.init(config.buffer_size, example), env_carry, memory,
+                 jnp.ones((config.num_envs,), bool), key, jnp.zeros((), jnp.int32))
 
 
 def _flat_plan(low: jax.Array, high: jax.Array, config: Config) -> jax.Array:
@@ -377,15 +407,27 @@ def _plan_from(params: Params, obs: jax.Array, key: jax.Array, init_mean: jax.Ar
                 jnp.reshape(obs, (-1,)).astype(jnp.float32), init_mean, config)
 
 
-def act(
-    params: Params, obs: jax.Array, key: jax.Array, config: Config, deterministic: bool = False
-) -> jax.Array:
-    """MPC's action from the observation alone: the first action of a plan made from a flat
-    initial mean (``step`` warm-starts from the previous plan instead). Planning is the
-    policy; ``deterministic`` changes nothing (the plan depends on ``key``)."""
-    del deterministic
-    init_mean = _flat_plan(params.low, params.high, config)
-    return _plan_from(params, obs, key, init_mean, config).actions[0]
+def initial_memory(params: Params, obs: jax.Array, config: Config) -> jax.Array:
+    """The policy's memory at an episode's first observation: a flat plan (the box's
+    middle), CEM's first mean."""
+    del obs
+    return _flat_plan(params.low, params.high, config)
+
+
+def act_with_memory(
+    params: Params, memory: jax.Array, obs: jax.Array, first: jax.Array, key: jax.Array,
+    config: Config, deterministic: bool = False,
+) -> tuple[jax.Array, jax.Array]:
+    """MPC's action: the first action of a plan from ``obs``, CEM warm-started from the
+    memory (the previous plan shifted, or a flat plan where ``first``); returns it and the
+    shifted plan. The policy training runs and evaluation scores. Planning samples, so
+    ``deterministic`` fixes the planning key: the action is then a function of the
+    observation and the memory alone."""
+    if deterministic:
+        key = jax.random.PRNGKey(0)
+    warm = jnp.where(first, initial_memory(params, obs, config), memory)
+    result = _plan_from(params, obs, key, warm, config)
+    return result.actions[0], shooting.shift(result.actions, (params.low + params.high) / 2)
 
 
 # ----------------------------------------------------------------------------- step / train
@@ -394,49 +436,59 @@ def act(
 def step(
     state: State, config: Config, env: Any, env_params: Any
 ) -> tuple[State, dict[str, jax.Array]]:
-    """K = ``refit_every`` env steps with MPC (uniform actions during the first
-    ``random_steps``), stored in the buffer, then one model fit on everything stored."""
+    """K = ``refit_every`` env steps in each env with MPC (uniform actions during the first
+    ``random_steps`` env steps), stored in the buffer, then one model fit on everything
+    stored."""
     key, collect_key = jax.random.split(state.key)
     params = state.learner.params
+    shape = rollout.action_shape(env, env_params)
 
     def one(carry, step_key):
-        env_carry, warm, env_steps = carry
+        env_carry, memory, first, env_steps = carry
         plan_key, random_key, env_key = jax.random.split(step_key, 3)
-        obs = env_carry.obs[0]
-        result = _plan_from(params, obs, plan_key, warm, config)
-        random = jax.random.uniform(random_key, params.low.shape, minval=params.low,
+        E = env_carry.obs.shape[0]
+        action, memory = jax.vmap(
+            lambda m, o, f, k: act_with_memory(params, m, o, f, k, config)
+        )(memory, env_carry.obs, first, jax.random.split(plan_key, E))
+        random = jax.random.uniform(random_key, action.shape, minval=params.low,
                                     maxval=params.high)
         explore = env_steps < config.random_steps
-        action = jnp.where(explore, random, result.actions[0])
-        shape = rollout.action_shape(env, env_params)
+        action = jnp.where(explore, random, action)
         env_carry, transition = rollout.env_step(env_key, env, env_params, env_carry,
-                                                 action.reshape(1, *shape))
-        mid = (params.low + params.high) / 2
-        warm = jnp.where(explore | transition.done[0], _flat_plan(params.low, params.high,
-                                                                  config),
-                         shooting.shift(result.actions, mid))
-        return (env_carry, warm, env_steps + 1), (transition, result.cost)
+                                                 action.reshape(E, *shape))
+        # after random actions, planning starts afresh from a flat plan, as after an episode
+        first = transition.done | explore
+        return (env_carry, memory, first, env_steps + E), transition
 
-    (env_carry, warm, env_steps), (trajectory, costs) = jax.lax.scan(
-        one, (state.env, state.plan, state.env_steps),
+    (env_carry, memory, first, env_steps), trajectory = jax.lax.scan(
+        one, (state.env, state.memory, state.first, state.env_steps),
         jax.random.split(collect_key, config.refit_every),
     )
-    stored = dynamics.Data(trajectory.obs[:, 0], trajectory.action[:, 0].reshape(
-        config.refit_every, -1), trajectory.next_obs[:, 0], trajectory.reward[:, 0])
+    flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), trajectory)  # time-major
+    stored = dynamics.Data(flat.obs, flat.action.reshape(flat.obs.shape[0], -1),
+                           flat.next_obs, flat.reward)
     buffer = replay.add(state.buffer, stored)
     learner, fit_metrics = learn(state.learner, buffer.data, config, buffer.size)
-    state = State(learner, buffer, env_carry, warm, key, env_steps)
-    metrics = {**rollout.episode_metrics(trajectory), **fit_metrics,
-               "planned_cost": jnp.mean(costs), "env_steps": env_steps}
+    state = State(learner, buffer, env_carry, memory, first, key, env_steps)
+    metrics = {**rollout.episode_metrics(trajectory), **fit_metrics, "env_steps": env_steps}
     return state, metrics
 
 
 def train(
-    key: jax.Array, config: Config, env: Any, env_params: Any
+    key: jax.Array, config: Config, env: Any, env_params: Any, network: Any = None
 ) -> tuple[State, dict[str, jax.Array]]:
     """A whole run: ``init`` then ``lax.scan`` of ``step``; metrics stacked per iteration."""
-    state = init(key, config, env, env_params)
+    state = init(key, config, env, env_params, network)
     return jax.lax.scan(
         lambda s, _: step(s, config, env, env_params), state, length=config.num_iterations
     )
 
+
+
+def act(
+    params: Params, obs: jax.Array, key: jax.Array, config: Config, deterministic: bool = False
+) -> jax.Array:
+    """MPC's action from the observation alone: :func:`act_with_memory` from a flat first
+    mean (the trained policy warm-starts from its previous plan instead)."""
+    memory = initial_memory(params, obs, config)
+    return act_with_memory(params, memory, obs, jnp.array(True), key, config, deterministic)[0]

@@ -34,28 +34,34 @@ towards the prior, also the steps below it. On the pixel-Pendulum learning test 
 medians from first seeds 0 and 1) "step" scored −502.8 and −516.0, "mean" −513.8 and −607.1
 (the eight seeds' medians −502.8 against −578.3), so "step" stays the default.
 
-Acting (model-predictive control): the filtering belief b_t is kept in ``State`` and updated
-after every control step, h_{t+1} = GRU(h_t, φ([s_t, a_t])), s_{t+1} = μ_q(h_{t+1},
-e_{t+1}) (the posterior mean; a new episode restarts from h = 0). From b_t, CEM
+Acting (model-predictive control) is one policy with memory, :func:`act_with_memory`, which
+training runs with exploration and ``minirl eval`` / the in-program evaluation run greedily
+(``docs/design.md`` §1, policies with memory). Its memory is the filtering belief b_t, the
+shifted previous plan and the last action; at each control step it folds in the new
+observation, h_{t+1} = GRU(h_t, φ([s_t, a_t])), s_{t+1} = μ_q(h_{t+1}, e_{t+1}) (the
+posterior mean; a new episode restarts from h = 0), then CEM
 (``minirl.planning.shooting.cem``, unchanged) searches action sequences a_{t:t+H} in the
-latent space, stepping the prior's mean, s_{k+1} = μ_p(h_{k+1}), with cost −rew(h, s);
-the first action is applied (plus Gaussian exploration noise) for ``action_repeat`` env
-steps, whose rewards are summed. The previous plan, shifted, is the next search's first
-mean. The first ``learning_starts`` env steps take uniform random actions (the paper's seed
-episodes).
+latent space, stepping the prior's mean, s_{k+1} = μ_p(h_{k+1}), with cost −rew(h, s),
+warm-started by the previous plan shifted; the first action is taken (plus Gaussian
+exploration noise in training). Each action is held for ``action_repeat`` env steps by
+acting in ``acting_env(env, config)`` = ``rollout.ActionRepeat(env, action_repeat)``, whose
+one step is a control step (rewards summed). Env steps are counted as ``action_repeat``
+per control step (as PlaNet and Dreamer report them; an episode's last control step may
+hold fewer). The first ``learning_starts`` env steps take uniform random actions (the
+paper's seed episodes).
 
 Sizes are scaled far down from the paper (stochastic 30, deterministic 200, 64×64 RGB, CEM
 12 × 1000 × 10, conv encoder/decoder) to fit a CPU: grayscale images of a few hundred
 pixels, MLP encoder and decoder, a 64-unit GRU, CEM 12 × 200 × 4. Observations are the
 images of ``minirl.envs.PixelObservations`` in [0, 1], shifted by −½.
 
-``act(params, obs, key, config)`` sees one observation and no history, so it plans from the
-belief filtered from h = 0 on that single image: it cannot see the velocity of a pendulum.
-The training loop does not have this limitation (the filtered belief lives in ``State``).
+``act(params, obs, key, config)`` is the same policy from one observation and no history
+(the belief filtered from h = 0 on that single image: it cannot see a pendulum's velocity).
 
 Contract (docs/design.md): ``Config``, ``Learner``, ``State``, ``init``, ``learn``,
-``step``, ``train``, ``act``; ``learn`` needs no env (posterior samples come from the
-learner's key). The env is a pixel env, e.g. ``minirl.envs.make("Pendulum-v1-pixels")``,
+``step``, ``train``, ``act``, and the optional ``acting_env``, ``initial_memory`` and
+``act_with_memory``; ``learn`` needs no env (posterior samples come from the learner's
+key). The env is a pixel env, e.g. ``minirl.envs.make("Pendulum-v1-pixels")``,
 which is ``PixelObservations(gymnax Pendulum-v1, size=16, grayscale=True)``.
 """
 
@@ -400,22 +406,59 @@ class Learner(eqx.Module):
     key: jax.Array
 
 
+class Memory(eqx.Module):
+    """What the policy carries from one control step to the next (leaves ``[E, ...]`` in
+    ``State``): the belief filtered through the last observation, the last plan shifted
+    (CEM's warm start, unit box) and the action taken after it."""
+
+    belief: Belief
+    plan: jax.Array  # [H, m]
+    action: jax.Array  # [m], box units
+
+
 class State(eqx.Module):
     learner: Learner
     buffer: replay.ReplayBuffer  # control-step transitions, time-major across num_envs
-    env: rollout.EnvCarry
-    belief: Belief  # [E, ...]: the filtered belief of each env's current observation
-    plan: jax.Array  # [E, H, m]: the last plan (unit box), shifted warm start
+    env: rollout.EnvCarry  # the envs as planet acts in them (acting_env)
+    memory: Memory  # [E, ...]: each env's policy memory
+    first: jax.Array  # [E] bool: the current observation starts an episode
     key: jax.Array
-    env_steps: jax.Array  # int32
+    env_steps: jax.Array  # int32: env steps (action_repeat per control step)
 
 
 def _optimizer(config: Config) -> optax.GradientTransformation:
     return adam_with_clipping(config.learning_rate, config.max_grad_norm, config.adam_eps)
 
 
-def init(key: jax.Array, config: Config, env: Any, env_params: Any) -> State:
-    """A fresh run: a random RSSM, Adam, an empty buffer and ``num_envs`` reset envs."""
+def acting_env(env: Any, config: Config) -> Any:
+    """The env as planet acts in it: each action held for ``action_repeat`` steps
+    (``rollout.ActionRepeat``), so one step of it is one control step."""
+    return env if config.action_repeat == 1 else rollout.ActionRepeat(env, config.action_repeat)
+
+
+def _check_model(model: Any, obs_shape: tuple[int, ...], action_dim: int,
+                 config: Config) -> None:
+    for method in ("embed", "transition", "prior", "posterior", "decode", "reward"):
+        if not callable(getattr(model, method, None)):
+            raise ConfigError(f"network has no method {method!r}; planet needs an RSSM-like "
+                              "module (embed, transition, prior, posterior, decode, reward)")
+    obs = jax.ShapeDtypeStruct(obs_shape, jnp.float32)
+    nets.check_output("network.embed", model.embed, (obs,), [(config.embedding_size,)])
+    h, s = (config.deterministic_size,), (config.stochastic_size,)
+    nets.check_output("network.decode", lambda h, s: model.decode(Belief(h, s)), (h, s),
+                      [obs_shape])
+    nets.check_output("network.reward", lambda h, s: model.reward(Belief(h, s)), (h, s), [()])
+    nets.check_output("network.transition",
+                      lambda h, s, a: model.transition(Belief(h, s), a), (h, s, (action_dim,)),
+                      [h])
+
+
+def init(
+    key: jax.Array, config: Config, env: Any, env_params: Any, network: Any = None
+) -> State:
+    """A fresh run: a random RSSM, Adam, an empty buffer and ``num_envs`` reset envs.
+    ``network`` is a user's RSSM-like module (the methods of :class:`RSSM`, e.g. a subclass
+    with a convolutional encoder) or a factory ``key -> module``."""
     rollout.require_action_kind(env, env_params, ACTION_KIND, "planet")
     action_shape = rollout.action_shape(env, env_params)
     if len(action_shape) != 1:
@@ -427,7 +470,10 @@ def init(key: jax.Array, config: Config, env: Any, env_params: Any) -> State:
             "pixel env, e.g. envs.make('Pendulum-v1-pixels')"
         )
     model_key, env_key, learn_key, key = jax.random.split(key, 4)
-    model = RSSM(model_key, obs_shape, action_shape[0], config)
+    model = nets.resolve(network, model_key,
+                         lambda k: RSSM(k, obs_shape, action_shape[0], config))
+    _check_model(model, obs_shape, action_shape[0], config)
+    model = nets.arrays_only(model)
     low, high = rollout.action_bounds(env, env_params)
     params = Params(model, low, high)
     learner = Learner(
@@ -436,23 +482,15 @@ def init(key: jax.Array, config: Config, env: Any, env_params: Any) -> State:
         updates=jnp.zeros((), jnp.int32),
         key=learn_key,
     )
-    env_carry = rollout.reset(env_key, env, env_params, config.num_envs)
-    example = rollout.Transition(
-        obs=env_carry.obs[0],
-        action=jnp.zeros_like(low),
-        reward=jnp.zeros((), jnp.float32),
-        next_obs=env_carry.obs[0],
-        terminated=jnp.zeros((), bool),
-        truncated=jnp.zeros((), bool),
-    )
-    belief = jax.vmap(initial_belief, in_axes=(None, 0, None))(
-        model, env_carry.obs, config.min_std)
+    env_carry = rollout.reset(env_key, acting_env(env, config), env_params, config.num_envs)
+    memory = jax.vmap(initial_memory, in_axes=(None, 0, None))(params, env_carry.obs, config)
     return State(
         learner=learner,
-        buffer=replay.init(config.buffer_size, example),
+        buffer=replay.init(config.buffer_size,
+                           rollout.example_transition(env_carry.obs[0], jnp.zeros_like(low))),
         env=env_carry,
-        belief=belief,
-        plan=jnp.zeros((config.num_envs, config.horizon, action_shape[0])),
+        memory=memory,
+        first=jnp.ones((config.num_envs,), bool),
         key=key,
         env_steps=jnp.zeros((), jnp.int32),
     )
@@ -477,7 +515,7 @@ def learn(
     return learner, {"loss": value, **aux}
 
 
-# ----------------------------------------------------------------------------- planning
+# ----------------------------------------------------------------------------- the policy
 
 
 def _to_box(params: Params, unit):
@@ -510,92 +548,71 @@ def explore(key: jax.Array, unit: jax.Array, config: Config) -> jax.Array:
     return jnp.clip(unit + noise, -1, 1)
 
 
-def act(
-    params: Params,
-    obs: jax.Array,
-    key: jax.Array,
-    config: Config,
-    deterministic: bool = False,
-) -> jax.Array:
-    """The first action of a CEM plan from the belief filtered from one observation
-    (h = 0: no history, so no velocity — see the module docstring), plus exploration noise
-    unless ``deterministic``."""
-    plan_key, noise_key = jax.random.split(key)
-    belief = initial_belief(params.model, obs, config.min_std)
+def initial_memory(params: Params, obs: jax.Array, config: Config) -> Memory:
+    """The memory at an episode's first observation: the belief filtered from h = 0 and
+    that image, no plan yet (zeros in the unit box), no action."""
     dim = params.low.shape[0]
-    unit = plan(params, belief, plan_key, jnp.zeros((config.horizon, dim)), config).actions[0]
+    return Memory(initial_belief(params.model, obs, config.min_std),
+                  jnp.zeros((config.horizon, dim)), jnp.zeros((dim,)))
+
+
+def act_with_memory(
+    params: Params, memory: Memory, obs: jax.Array, first: jax.Array, key: jax.Array,
+    config: Config, deterministic: bool = False,
+) -> tuple[jax.Array, Memory]:
+    """One control step of the policy that training runs and evaluation scores: fold the
+    new observation into the belief, h' = GRU(h, φ([s, a])), s' = μ_q(h', enc(o)) (from
+    h = 0 where ``first``), plan with CEM warm-started by the shifted previous plan, and
+    take its first action, plus exploration noise unless ``deterministic`` (which also fixes
+    CEM's key, so the action is a function of the history alone)."""
+    fresh = initial_memory(params, obs, config)
+    filtered = filter_step(params.model, memory.belief, memory.action, obs, False,
+                           config.min_std)
+    belief = jax.tree.map(lambda a, b: jnp.where(first, a, b), fresh.belief, filtered)
+    warm = jnp.where(first, fresh.plan, memory.plan)
+    plan_key, noise_key = jax.random.split(key)
+    if deterministic:
+        plan_key = jax.random.PRNGKey(0)
+    result = plan(params, belief, plan_key, warm, config)
+    unit = result.actions[0]
     if not deterministic:
         unit = explore(noise_key, unit, config)
-    return _to_box(params, unit)
+    action = _to_box(params, unit)
+    return action, Memory(belief, shooting.shift(result.actions), action)
 
 
 # ----------------------------------------------------------------------------- step / train
 
 
-def _repeat_step(key, env, env_params, carry: rollout.EnvCarry, action, repeat: int):
-    """``repeat`` env steps with one action in every env; rewards summed; stops (holds the
-    post-reset state) once an episode ends. Returns the carry, the control-step
-    transition and the env steps taken per env."""
-
-    def one(c, k):
-        env_carry, reward, term, trunc, final_obs, ended, count, ret, length = c
-        new_carry, tr = rollout.env_step(k, env, env_params, env_carry, action)
-        keep = lambda new, old: jax.tree.map(  # noqa: E731
-            lambda n, o: jnp.where(ended.reshape((-1,) + (1,) * (n.ndim - 1)), o, n), new, old)
-        env_carry = keep(new_carry, env_carry)
-        reward = reward + jnp.where(ended, 0.0, tr.reward)
-        term = term | (~ended & tr.terminated)
-        trunc = trunc | (~ended & tr.truncated)
-        final_obs = keep(tr.next_obs, final_obs)
-        ret = keep(tr.episode_return, ret)
-        length = keep(tr.episode_length, length)
-        count = count + (~ended).astype(jnp.int32)
-        ended = ended | tr.done
-        return (env_carry, reward, term, trunc, final_obs, ended, count, ret, length), None
-
-    E = carry.obs.shape[0]
-    zeros_b = jnp.zeros(E, bool)
-    init = (carry, jnp.zeros(E), zeros_b, zeros_b, carry.obs, zeros_b,
-            jnp.zeros(E, jnp.int32), jnp.zeros(E), jnp.zeros(E, jnp.int32))
-    (new_carry, reward, term, trunc, final_obs, _, count, ret, length), _ = jax.lax.scan(
-        one, init, jax.random.split(key, repeat))
-    transition = rollout.Transition(
-        obs=carry.obs, action=action, reward=reward, next_obs=final_obs, terminated=term,
-        truncated=trunc, episode_return=ret, episode_length=length,
-    )
-    return new_carry, transition, count
-
-
 def step(
     state: State, config: Config, env: Any, env_params: Any
 ) -> tuple[State, dict[str, jax.Array]]:
-    """Collect ``rollout_steps`` control steps in each env (uniform until
-    ``learning_starts``, then CEM in latent space plus Gaussian noise), filtering the belief
-    after each; store them; then K ELBO updates on windows of ``sequence_length``."""
+    """Collect ``rollout_steps`` control steps in each env (uniform actions until
+    ``learning_starts`` env steps, then the policy: CEM in latent space plus Gaussian noise),
+    each held for ``action_repeat`` env steps (``acting_env``); store them; then K ELBO
+    updates on windows of ``sequence_length`` control steps."""
     key, collect_key, sample_key = jax.random.split(state.key, 3)
     params = state.learner.params
-    model = params.model
+    acting = acting_env(env, config)
+    per_control_step = config.num_envs * config.action_repeat
 
     def control(carry, k):
-        env_carry, belief, last_plan, steps = carry
-        plan_key, noise_key, random_key, env_key = jax.random.split(k, 4)
+        env_carry, memory, first, steps = carry
+        policy_key, random_key, env_key = jax.random.split(k, 3)
         E = env_carry.obs.shape[0]
-        plans = jax.vmap(lambda b, m, pk: plan(params, b, pk, m, config))(
-            belief, last_plan, jax.random.split(plan_key, E))
-        unit = explore(noise_key, plans.actions[:, 0], config)
-        random = jax.random.uniform(random_key, unit.shape, minval=-1.0, maxval=1.0)
-        unit = jnp.where(steps < config.learning_starts, random, unit)
-        action = _to_box(params, unit)
-        env_carry, transition, count = _repeat_step(env_key, env, env_params, env_carry,
-                                                    action, config.action_repeat)
-        belief = jax.vmap(filter_step, in_axes=(None, 0, 0, 0, 0, None))(
-            model, belief, action, env_carry.obs, transition.done, config.min_std)
-        next_plan = jax.vmap(shooting.shift)(plans.actions)
-        next_plan = jnp.where(transition.done[:, None, None], 0.0, next_plan)
-        return (env_carry, belief, next_plan, steps + jnp.sum(count)), transition
+        action, memory = jax.vmap(
+            lambda m, o, f, pk: act_with_memory(params, m, o, f, pk, config)
+        )(memory, env_carry.obs, first, jax.random.split(policy_key, E))
+        random = _to_box(params, jax.random.uniform(random_key, action.shape, minval=-1.0,
+                                                    maxval=1.0))
+        action = jnp.where(steps < config.learning_starts, random, action)
+        memory = Memory(memory.belief, memory.plan, action)  # the action actually taken
+        env_carry, transition = rollout.env_step(env_key, acting, env_params, env_carry,
+                                                 action)
+        return (env_carry, memory, transition.done, steps + per_control_step), transition
 
-    (env_carry, belief, last_plan, env_steps), trajectory = jax.lax.scan(
-        control, (state.env, state.belief, state.plan, state.env_steps),
+    (env_carry, memory, first, env_steps), trajectory = jax.lax.scan(
+        control, (state.env, state.memory, state.first, state.env_steps),
         jax.random.split(collect_key, config.rollout_steps))
     buffer = off_policy.store(state.buffer, trajectory)
 
@@ -610,16 +627,30 @@ def step(
         lambda learner, k: learn(learner, windows(k), config),
         lambda: jax.random.split(sample_key, config.gradient_steps),
     )
-    state = State(learner, buffer, env_carry, belief, last_plan, key, env_steps)
+    state = State(learner, buffer, env_carry, memory, first, key, env_steps)
     metrics = {**rollout.episode_metrics(trajectory), **learn_metrics, "env_steps": env_steps}
     return state, metrics
 
 
 def train(
-    key: jax.Array, config: Config, env: Any, env_params: Any
+    key: jax.Array, config: Config, env: Any, env_params: Any, network: Any = None
 ) -> tuple[State, dict[str, jax.Array]]:
     """A whole run: ``init`` then ``lax.scan`` of ``step``; metrics stacked per iteration."""
-    state = init(key, config, env, env_params)
+    state = init(key, config, env, env_params, network)
     return jax.lax.scan(
         lambda s, _: step(s, config, env, env_params), state, length=config.num_iterations
     )
+
+
+def act(
+    params: Params,
+    obs: jax.Array,
+    key: jax.Array,
+    config: Config,
+    deterministic: bool = False,
+) -> jax.Array:
+    """An action from one observation and no history: :func:`act_with_memory` from the
+    belief filtered from that image alone (no velocity). The trained policy, which
+    ``minirl eval`` and the in-program evaluation run, carries its memory instead."""
+    return act_with_memory(params, initial_memory(params, obs, config), obs, jnp.array(True),
+                           key, config, deterministic)[0]

@@ -16,7 +16,7 @@ from scipy import integrate, stats
 from minirl import envs
 from minirl.algos import ddpg, td3
 from minirl.core import critics, rollout
-from minirl.core.config import ConfigError, stack
+from minirl.core.config import ConfigError
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -299,52 +299,8 @@ def test_act_is_the_deterministic_policy_plus_clipped_noise():
     assert np.all(np.abs(samples) <= 0.5) and np.std(samples) > 0.05
 
 
-# ----------------------------------------------------------------------------- contract
-
-TRACES = []
-
-
-def _train(key, config, env, env_params):
-    TRACES.append(1)
-    return ddpg.train(key, config, env, env_params)
-
-
-TRAIN = jax.jit(_train, static_argnums=2)
-BATCHED = jax.jit(jax.vmap(ddpg.train, in_axes=(0, 0, None, None)), static_argnums=2)
-
-
-def test_same_key_same_bits_and_jit_equals_eager():
-    config = small_config(td3)
-    key = jax.random.PRNGKey(3)
-    a, b = TRAIN(key, config, ENV, ENV_PARAMS), TRAIN(key, config, ENV, ENV_PARAMS)
-    for x, y in zip(arrays(a), arrays(b), strict=True):
-        np.testing.assert_array_equal(x, y)
-    state = a[0]
-    batch = jax.tree.map(lambda x: x[:16], state.buffer.data)
-    jitted, jm = jax.jit(ddpg.learn)(state.learner, batch, config)
-    with jax.disable_jit():
-        eager, em = ddpg.learn(state.learner, batch, config)
-    for x, y in zip(arrays(jitted), arrays(eager), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(jm["critic_loss"], em["critic_loss"], rtol=1e-4)
-
-
-def test_vmap_over_seeds_and_a_hyperparameter_sweep_equal_separate_runs_and_compile_once():
-    configs = [small_config(td3, learning_rate=lr, policy_delay=d, target_noise=s)
-               for lr, d, s in [(1e-3, 2, 0.2), (3e-4, 1, 0.0), (1e-3, 3, 0.5)]]
-    keys = jax.random.split(jax.random.PRNGKey(1), len(configs))
-    swept_state, swept = BATCHED(keys, stack(configs), ENV, ENV_PARAMS)
-    before = len(TRACES)
-    for i, config in enumerate(configs):
-        state, metrics = TRAIN(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_allclose(metrics["episode_return_sum"],
-                                   swept["episode_return_sum"][i], rtol=1e-4, atol=1e-3)
-        np.testing.assert_allclose(metrics["critic_loss"], swept["critic_loss"][i], rtol=1e-3,
-                                   atol=1e-4)
-        for x, y in zip(arrays(state.learner), arrays(swept_state.learner)):
-            np.testing.assert_allclose(x, y[i], rtol=1e-3, atol=1e-4)
-    assert len(TRACES) - before <= 1  # lr, policy delay, smoothing noise: one program
-
+# ---------------------------------------------------------------- env, networks, config
+# (the contract every learner shares is tests/test_contract.py)
 
 def test_ddpg_on_a_discrete_env_is_refused():
     env, params = envs.make("CartPole-v1")

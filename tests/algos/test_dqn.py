@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from minirl import envs
 from minirl.algos import dqn
 from minirl.core import rollout
-from minirl.core.config import ConfigError, stack
+from minirl.core.config import ConfigError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -351,62 +351,8 @@ def test_hard_target_is_the_online_network_of_the_last_multiple_of_the_period():
     assert not np.array_equal(snapshots[3][0], snapshots[6][0])
 
 
-# ----------------------------------------------------------------------------- contract
-
-TRAIN = jax.jit(dqn.train, static_argnums=2)
-
-
-def test_same_key_same_bits_and_jit_equals_eager():
-    config = small_config()
-    key = jax.random.PRNGKey(3)
-    state_a, metrics_a = TRAIN(key, config, ENV, ENV_PARAMS)
-    state_b, metrics_b = TRAIN(key, config, ENV, ENV_PARAMS)
-    for a, b in zip(jax.tree.leaves((state_a, metrics_a)), jax.tree.leaves((state_b, metrics_b))):
-        np.testing.assert_array_equal(a, b)
-    # One learn step, jitted and eager, on the same batch: learn needs only the learner.
-    batch = dqn.sample_batch(state_a.buffer, jax.random.PRNGKey(0), config)
-    jitted, jm = jax.jit(dqn.learn)(state_a.learner, batch, config)
-    with jax.disable_jit():
-        eager, em = dqn.learn(state_a.learner, batch, config)
-    for a, b in zip(_arrays(jitted.params), _arrays(eager.params)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(jm["loss"], em["loss"], rtol=1e-5)
-    assert int(jitted.updates) == int(state_a.learner.updates) + 1
-
-
-def test_vmap_over_seeds_equals_loop():
-    config = small_config(total_steps=300)
-    keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    batched = jax.jit(jax.vmap(dqn.train, in_axes=(0, None, None, None)), static_argnums=2)
-    batched_state, batched_metrics = batched(keys, config, ENV, ENV_PARAMS)
-    for i in range(3):
-        state, metrics = TRAIN(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_allclose(
-            metrics["episode_return_sum"], batched_metrics["episode_return_sum"][i], rtol=1e-5
-        )
-        for a, b in zip(_arrays(state.learner.params), _arrays(batched_state.learner.params)):
-            np.testing.assert_allclose(a, b[i], rtol=1e-4, atol=1e-5)
-
-
-def test_hyperparameter_sweep_is_one_program_and_equals_separate_runs():
-    configs = [
-        small_config(total_steps=300, learning_rate=lr, gamma=g)
-        for lr, g in zip([1e-3, 3e-4, 1e-4], [0.99, 0.95, 0.9])
-    ]
-    keys = jax.random.split(jax.random.PRNGKey(1), len(configs))
-    sweep = jax.jit(jax.vmap(dqn.train, in_axes=(0, 0, None, None)), static_argnums=2)
-    _, swept = sweep(keys, stack(configs), ENV, ENV_PARAMS)
-    traces = []
-
-    def counted_train(key, config, env, env_params):
-        traces.append(config)
-        return dqn.train(key, config, env, env_params)
-
-    single = jax.jit(counted_train, static_argnums=2)
-    for i, config in enumerate(configs):
-        _, metrics = single(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_allclose(metrics["loss"], swept["loss"][i], rtol=2e-4, atol=1e-6)
-    assert len(traces) == 1  # different numeric values reuse the one compiled program
+# ---------------------------------------------------------------- env, networks, config
+# (the contract every learner shares is tests/test_contract.py)
 
 
 def test_act_greedy_and_exploring():

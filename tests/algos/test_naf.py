@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from minirl import envs
 from minirl.algos import naf
 from minirl.core import nets, rollout
-from minirl.core.config import ConfigError, stack
+from minirl.core.config import ConfigError
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -148,65 +148,12 @@ def test_collected_transitions_store_the_final_observation_at_a_time_limit():
     np.testing.assert_allclose(targets, stored.reward + 0.9 * stored.next_obs[:, 0], rtol=1e-6)
 
 
-# ----------------------------------------------------------------------------- contract
-
-TRAIN = jax.jit(naf.train, static_argnums=2)
+# ---------------------------------------------------------------- env, networks, config
+# (the contract every learner shares is tests/test_contract.py)
 
 
 def _arrays(tree):
     return jax.tree.leaves(eqx.filter(tree, eqx.is_array))
-
-
-def test_same_key_same_bits_and_jit_equals_eager():
-    config = small_config()
-    key = jax.random.PRNGKey(3)
-    state_a, metrics_a = TRAIN(key, config, ENV, ENV_PARAMS)
-    state_b, metrics_b = TRAIN(key, config, ENV, ENV_PARAMS)
-    for a, b in zip(jax.tree.leaves((state_a, metrics_a)), jax.tree.leaves((state_b, metrics_b))):
-        np.testing.assert_array_equal(a, b)
-    batch = naf.sample_batch(state_a.buffer, jax.random.PRNGKey(0), config)
-    jitted, jm = jax.jit(naf.learn)(state_a.learner, batch, config)
-    with jax.disable_jit():
-        eager, em = naf.learn(state_a.learner, batch, config)
-    for a, b in zip(_arrays(jitted), _arrays(eager)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(jm["loss"], em["loss"], rtol=1e-5)
-    assert int(jitted.updates) == int(state_a.learner.updates) + 1
-
-
-def test_vmap_over_seeds_equals_loop():
-    config = small_config(total_steps=200)
-    keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    batched = jax.jit(jax.vmap(naf.train, in_axes=(0, None, None, None)), static_argnums=2)
-    batched_state, batched_metrics = batched(keys, config, ENV, ENV_PARAMS)
-    for i in range(3):
-        state, metrics = TRAIN(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_allclose(metrics["loss"], batched_metrics["loss"][i],
-                                   rtol=1e-4, atol=1e-5)
-        for a, b in zip(_arrays(state.learner), _arrays(batched_state.learner)):
-            np.testing.assert_allclose(a, b[i], rtol=1e-4, atol=1e-5)
-
-
-def test_hyperparameter_sweep_is_one_program_and_equals_separate_runs():
-    configs = [
-        small_config(total_steps=200, learning_rate=lr, gamma=g, tau=tau, exploration_noise=s,
-                     mu_penalty=c)
-        for lr, g, tau, s, c in [(1e-3, 0.99, 0.005, 0.1, 1e-3), (3e-4, 0.95, 0.05, 0.3, 0.0)]
-    ]
-    keys = jax.random.split(jax.random.PRNGKey(1), len(configs))
-    sweep = jax.jit(jax.vmap(naf.train, in_axes=(0, 0, None, None)), static_argnums=2)
-    _, swept = sweep(keys, stack(configs), ENV, ENV_PARAMS)
-    traces = []
-
-    def counted_train(key, config, env, env_params):
-        traces.append(config)
-        return naf.train(key, config, env, env_params)
-
-    single = jax.jit(counted_train, static_argnums=2)
-    for i, config in enumerate(configs):
-        _, metrics = single(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_allclose(metrics["loss"], swept["loss"][i], rtol=2e-4, atol=1e-6)
-    assert len(traces) == 1  # different numeric values reuse the one compiled program
 
 
 def test_act_is_mu_or_mu_with_noise_inside_the_box():

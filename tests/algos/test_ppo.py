@@ -21,7 +21,7 @@ import pytest
 from minirl import cli, envs
 from minirl.algos import ppo
 from minirl.core import distributions, nets
-from minirl.core.config import ConfigError, stack
+from minirl.core.config import ConfigError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -38,7 +38,6 @@ PENDULUM, PENDULUM_PARAMS = envs.make("Pendulum-v1")
 
 # The env is static (a Python object), the config and env parameters are traced.
 TRAIN = jax.jit(ppo.train, static_argnums=2)
-STEP = jax.jit(ppo.step, static_argnums=2)
 LEARN = jax.jit(ppo.learn)
 
 
@@ -60,61 +59,6 @@ def flatten(batch: ppo.Batch) -> ppo.Batch:
 
 
 # ----------------------------------------------------------------------------- transformations
-
-
-def test_same_key_same_bits_and_jit_equals_eager():
-    config = small_config()
-    key = jax.random.PRNGKey(3)
-    a, b = TRAIN(key, config, ENV, ENV_PARAMS), TRAIN(key, config, ENV, ENV_PARAMS)
-    for x, y in zip(arrays(a), arrays(b), strict=True):
-        np.testing.assert_array_equal(x, y)
-    # One step, jitted and eager, from the same state (tiny: eager mode is slow).
-    config = small_config(num_envs=2, rollout_steps=4, num_epochs=1, num_minibatches=1)
-    state = ppo.init(key, config, ENV, ENV_PARAMS)
-    jitted, jm = STEP(state, config, ENV, ENV_PARAMS)
-    with jax.disable_jit():
-        eager, em = ppo.step(state, config, ENV, ENV_PARAMS)
-    assert_trees_close(jitted.learner.params, eager.learner.params, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(jm["value_loss"], em["value_loss"], rtol=1e-4)
-
-
-def test_vmap_over_seeds_equals_loop():
-    config = small_config()
-    keys = jax.random.split(jax.random.PRNGKey(0), 3)
-    batched_state, batched_metrics = jax.jit(
-        jax.vmap(ppo.train, in_axes=(0, None, None, None)), static_argnums=2
-    )(keys, config, ENV, ENV_PARAMS)
-    for i in range(3):
-        state, metrics = TRAIN(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_allclose(metrics["episode_return_sum"],
-                                   batched_metrics["episode_return_sum"][i], rtol=1e-5)
-        assert_trees_close(state.learner.params,
-                           jax.tree.map(lambda x, i=i: x[i], batched_state.learner.params),
-                           rtol=1e-4, atol=1e-5)
-
-
-def test_hyperparameter_sweep_is_one_program_and_equals_separate_runs():
-    sweep = [dict(learning_rate=1e-3, gamma=0.99, lam=0.95, clip_epsilon=0.2, entropy_coef=0.0),
-             dict(learning_rate=3e-4, gamma=0.95, lam=0.9, clip_epsilon=0.1, entropy_coef=0.01),
-             dict(learning_rate=1e-4, gamma=0.9, lam=1.0, clip_epsilon=0.3, entropy_coef=0.1)]
-    configs = [small_config(**values) for values in sweep]
-    keys = jax.random.split(jax.random.PRNGKey(1), len(configs))
-    _, swept = jax.jit(jax.vmap(ppo.train, in_axes=(0, 0, None, None)), static_argnums=2)(
-        keys, stack(configs), ENV, ENV_PARAMS
-    )
-    traces = []
-
-    def counted_train(key, config, env, env_params):
-        traces.append(config)
-        return ppo.train(key, config, env, env_params)
-
-    single = jax.jit(counted_train, static_argnums=2)
-    for i, config in enumerate(configs):
-        _, metrics = single(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_allclose(metrics["value_loss"], swept["value_loss"][i], rtol=2e-4,
-                                   atol=1e-6)
-        np.testing.assert_allclose(metrics["kl"], swept["kl"][i], rtol=2e-3, atol=1e-7)
-    assert len(traces) == 1  # different numbers reuse the one traced program
 
 
 def test_vmap_over_env_params_equals_separate_runs_with_per_run_action_bounds():

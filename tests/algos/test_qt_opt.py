@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from minirl import envs
 from minirl.algos import qt_opt
 from minirl.core import rollout
-from minirl.core.config import ConfigError, stack
+from minirl.core.config import ConfigError
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -141,50 +141,12 @@ def test_clipped_double_q_target_is_the_smaller_critic_at_the_first_critics_acti
         assert np.all(clipped <= single + 1e-5), i
 
 
-# ----------------------------------------------------------------------------- contract
-
-TRAIN = jax.jit(qt_opt.train, static_argnums=2)
+# ---------------------------------------------------------------- env, networks, config
+# (the contract every learner shares is tests/test_contract.py)
 
 
 def _arrays(tree):
     return jax.tree.leaves(eqx.filter(tree, eqx.is_array))
-
-
-def test_same_key_same_bits_and_jit_equals_eager():
-    config = small_config()
-    key = jax.random.PRNGKey(3)
-    state_a, metrics_a = TRAIN(key, config, ENV, ENV_PARAMS)
-    state_b, metrics_b = TRAIN(key, config, ENV, ENV_PARAMS)
-    for a, b in zip(jax.tree.leaves((state_a, metrics_a)), jax.tree.leaves((state_b, metrics_b))):
-        np.testing.assert_array_equal(a, b)
-    batch = qt_opt.sample_batch(state_a.buffer, jax.random.PRNGKey(0), config)
-    jitted, jm = jax.jit(qt_opt.learn)(state_a.learner, batch, config)
-    with jax.disable_jit():
-        eager, em = qt_opt.learn(state_a.learner, batch, config)
-    for a, b in zip(_arrays(jitted), _arrays(eager)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(jm["loss"], em["loss"], rtol=1e-5)
-    assert int(jitted.updates) == int(state_a.learner.updates) + 1
-
-
-def test_vmap_over_seeds_and_a_hyperparameter_sweep_equal_separate_runs_and_compile_once():
-    configs = [small_config(total_steps=200, learning_rate=lr, gamma=g, tau=tau)
-               for lr, g, tau in [(1e-3, 0.99, 0.005), (3e-4, 0.95, 0.05)]]
-    keys = jax.random.split(jax.random.PRNGKey(1), len(configs))
-    sweep = jax.jit(jax.vmap(qt_opt.train, in_axes=(0, 0, None, None)), static_argnums=2)
-    _, swept = sweep(keys, stack(configs), ENV, ENV_PARAMS)
-    traces = []
-
-    def counted_train(key, config, env, env_params):
-        traces.append(config)
-        return qt_opt.train(key, config, env, env_params)
-
-    single = jax.jit(counted_train, static_argnums=2)
-    for i, config in enumerate(configs):
-        _, metrics = single(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_array_equal(metrics["episodes"], swept["episodes"][i])
-        np.testing.assert_allclose(metrics["loss"], swept["loss"][i], rtol=2e-4, atol=1e-6)
-    assert len(traces) == 1  # different numeric values reuse the one compiled program
 
 
 def test_act_is_the_maximiser_or_it_with_noise_inside_the_box():

@@ -17,7 +17,7 @@ from scipy import stats
 from minirl import envs
 from minirl.algos import sac
 from minirl.core import critics, distributions, rollout
-from minirl.core.config import ConfigError, stack
+from minirl.core.config import ConfigError
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -198,54 +198,10 @@ def test_alpha_stays_fixed_when_not_learned():
     np.testing.assert_array_equal(new.log_alpha, learner.log_alpha)
 
 
-# ----------------------------------------------------------------------------- contract
+# ---------------------------------------------------------------- env, networks, config
+# (the contract every learner shares is tests/test_contract.py)
 
-TRACES = []
-
-
-def _train(key, config, env, env_params):
-    TRACES.append(1)
-    return sac.train(key, config, env, env_params)
-
-
-TRAIN = jax.jit(_train, static_argnums=2)
-BATCHED = jax.jit(jax.vmap(sac.train, in_axes=(0, 0, None, None)), static_argnums=2)
-
-
-def test_same_key_same_bits_and_jit_equals_eager():
-    config = small_config()
-    key = jax.random.PRNGKey(3)
-    a, b = TRAIN(key, config, PENDULUM, PENDULUM_PARAMS), TRAIN(key, config, PENDULUM,
-                                                                   PENDULUM_PARAMS)
-    for x, y in zip(arrays(a), arrays(b), strict=True):
-        np.testing.assert_array_equal(x, y)
-    state = a[0]
-    batch = jax.tree.map(lambda x: x[:16], state.buffer.data)
-    jitted, jm = jax.jit(sac.learn)(state.learner, batch, config)
-    with jax.disable_jit():
-        eager, em = sac.learn(state.learner, batch, config)
-    for x, y in zip(arrays(jitted), arrays(eager), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
-    for name in ("critic_loss", "actor_loss", "alpha"):
-        np.testing.assert_allclose(jm[name], em[name], rtol=1e-4, atol=1e-5)
-    assert int(jitted.updates) == int(state.learner.updates) + 1
-
-
-def test_vmap_over_seeds_and_a_hyperparameter_sweep_equal_separate_runs_and_compile_once():
-    configs = [small_config(learning_rate=lr, tau=tau, target_entropy_per_dim=h)
-               for lr, tau, h in [(1e-3, 0.005, -1.0), (3e-4, 0.01, -0.5), (1e-3, 0.02, -2.0)]]
-    keys = jax.random.split(jax.random.PRNGKey(1), len(configs))
-    swept_state, swept = BATCHED(keys, stack(configs), PENDULUM, PENDULUM_PARAMS)
-    before = len(TRACES)
-    for i, config in enumerate(configs):
-        state, metrics = TRAIN(keys[i], config, PENDULUM, PENDULUM_PARAMS)
-        np.testing.assert_allclose(metrics["episode_return_sum"],
-                                   swept["episode_return_sum"][i], rtol=1e-4, atol=1e-3)
-        np.testing.assert_allclose(metrics["critic_loss"], swept["critic_loss"][i], rtol=1e-3,
-                                   atol=1e-4)
-        for x, y in zip(arrays(state.learner), arrays(swept_state.learner)):
-            np.testing.assert_allclose(x, y[i], rtol=1e-3, atol=1e-4)
-    assert len(TRACES) - before <= 1  # three values of lr, τ, H̄: one compiled program
+TRAIN = jax.jit(sac.train, static_argnums=2)
 
 
 def test_discrete_sac_trains_on_cartpole():

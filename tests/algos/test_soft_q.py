@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from minirl import envs
 from minirl.algos import soft_q
 from minirl.core import exploration, losses, rollout
-from minirl.core.config import ConfigError, stack
+from minirl.core.config import ConfigError
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -327,55 +327,11 @@ def test_a_window_stops_at_episode_ends_and_at_the_newest_item(double_q):
         one_step, rtol=1e-6)
 
 
-# ----------------------------------------------------------------------------- contract
-
-TRACES = []
-
-
-def _train(key, config, env, env_params):
-    TRACES.append(1)
-    return soft_q.train(key, config, env, env_params)
-
-
-TRAIN = jax.jit(_train, static_argnums=2)
-BATCHED = jax.jit(jax.vmap(soft_q.train, in_axes=(0, 0, None, None)), static_argnums=2)
-
+# ---------------------------------------------------------------- env, networks, config
+# (the contract every learner shares is tests/test_contract.py)
 
 def arrays(tree):
     return jax.tree.leaves(eqx.filter(tree, eqx.is_array))
-
-
-def test_same_key_same_bits_and_jit_equals_eager():
-    config = small_config()
-    key = jax.random.PRNGKey(3)
-    a, b = TRAIN(key, config, ENV, ENV_PARAMS), TRAIN(key, config, ENV, ENV_PARAMS)
-    for x, y in zip(arrays(a), arrays(b), strict=True):
-        np.testing.assert_array_equal(x, y)
-    state = a[0]
-    batch = jax.tree.map(lambda x: x[0, :16], soft_q.sample_batches(
-        state.buffer, jax.random.PRNGKey(0), config))
-    jitted, jm = jax.jit(soft_q.learn)(state.learner, batch, config)
-    with jax.disable_jit():
-        eager, em = soft_q.learn(state.learner, batch, config)
-    for x, y in zip(arrays(jitted), arrays(eager), strict=True):
-        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(jm["loss"], em["loss"], rtol=1e-5)
-
-
-def test_vmap_over_seeds_and_a_hyperparameter_sweep_equal_separate_runs_and_compile_once():
-    configs = [small_config(learning_rate=lr, alpha_start=a, alpha_end=a / 10, gamma=g)
-               for lr, a, g in [(1e-3, 1.0, 0.99), (3e-4, 0.3, 0.95), (1e-3, 0.1, 0.9)]]
-    keys = jax.random.split(jax.random.PRNGKey(1), len(configs))
-    swept_state, swept = BATCHED(keys, stack(configs), ENV, ENV_PARAMS)
-    before = len(TRACES)
-    for i, config in enumerate(configs):
-        state, metrics = TRAIN(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_allclose(metrics["loss"], swept["loss"][i], rtol=2e-4, atol=1e-6)
-        np.testing.assert_allclose(metrics["episode_return_sum"],
-                                   swept["episode_return_sum"][i])
-        for x, y in zip(arrays(state.learner.params), arrays(swept_state.learner.params)):
-            np.testing.assert_allclose(x, y[i], rtol=1e-4, atol=1e-5)
-    assert len(TRACES) - before <= 1  # three values of lr, α, γ: one compiled program
 
 
 def test_act_greedy_and_boltzmann():

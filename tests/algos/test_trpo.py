@@ -21,7 +21,6 @@ SMALL = dict(total_steps=96, num_envs=4, rollout_steps=8, hidden=(16,),
 
 
 ENV, ENV_PARAMS = envs.make("CartPole-v1")
-TRAIN = jax.jit(trpo.train, static_argnums=2)
 POLICY_STEP = jax.jit(trpo.policy_step)
 
 
@@ -115,24 +114,6 @@ def test_continuous_action_bounds_come_from_env_params():
         jax.random.split(jax.random.PRNGKey(1), 100)
     )
     assert actions.shape == (100, 1) and float(np.max(np.abs(actions))) == 0.5
-
-
-def test_same_key_same_bits_and_vmap_equals_loop():
-    config = small_config()
-    keys = jax.random.split(jax.random.PRNGKey(0), 2)
-    a = TRAIN(keys[0], config, ENV, ENV_PARAMS)
-    b = TRAIN(keys[0], config, ENV, ENV_PARAMS)
-    for x, y in zip(arrays(a), arrays(b), strict=True):
-        np.testing.assert_array_equal(x, y)
-    batched_state, batched = jax.jit(
-        jax.vmap(trpo.train, in_axes=(0, None, None, None)), static_argnums=2
-    )(keys, config, ENV, ENV_PARAMS)
-    for i in range(2):
-        state, metrics = TRAIN(keys[i], config, ENV, ENV_PARAMS)
-        np.testing.assert_allclose(metrics["value_loss"], batched["value_loss"][i], rtol=1e-4)
-        for x, y in zip(arrays(state.learner.params), arrays(batched_state.learner.params),
-                        strict=True):
-            np.testing.assert_allclose(x, y[i], rtol=1e-4, atol=1e-5)
 
 
 def test_sweep_over_delta_and_gamma_is_one_program():

@@ -6,7 +6,7 @@
   window mask and the planner's cost: test_planet_elbo.py, against the exact likelihood of
   a linear-Gaussian state-space model);
 - the prior's latent rollout equals a Python loop over the model's parts;
-- the action repeat sums the rewards of a Python loop of env steps;
+- the policy's memory is the belief filtered through the stored history;
 - pixel observations have the stated shape and range and are a function of the state;
 - bad configs raise ConfigError naming the field; same key → same bits; a few ``learn``
   steps reduce the loss on a fixed batch; ``act`` stays in the action box.
@@ -149,20 +149,28 @@ def test_prior_rollout_matches_python_loop(seed, horizon):
         assert float(rewards[t]) == pytest.approx(reward, rel=1e-4, abs=1e-5)
 
 
-def test_action_repeat_sums_env_rewards(pixel_env):
+def test_the_policy_memory_is_the_belief_filtered_through_the_stored_history(pixel_env):
+    """After a training step, each env's memory holds the belief filtered (from h = 0 at the
+    episode's first observation) through the control steps stored in the buffer, and the
+    last action taken: the policy training ran carries its history, as evaluation's does."""
     env, params = pixel_env
-    carry = rollout.reset(jax.random.PRNGKey(0), env, params, 1)
-    action = jnp.array([[1.3]])
-    key = jax.random.PRNGKey(1)
-    new, transition, count = planet._repeat_step(key, env, params, carry, action, 3)
-    state, total = jax.tree.map(lambda x: x[0], carry.env_state), 0.0
-    for k in jax.random.split(key, 3):
-        obs, state, reward, _, _, _ = env.step(jax.random.split(k, 1)[0], state, action[0],
-                                               params)
-        total += float(reward)
-    assert float(transition.reward[0]) == pytest.approx(total, rel=1e-5)
-    np.testing.assert_allclose(new.obs[0], obs)
-    assert int(count[0]) == 3
+    config = planet.Config(**{**SMALL, "total_steps": 32, "rollout_steps": 8,
+                              "learning_starts": 8})
+    state = planet.init(jax.random.PRNGKey(3), config, env, params)
+    model = state.learner.params.model  # the model the policy acted with (learn comes after)
+    state, _ = jax.jit(planet.step, static_argnums=2)(state, config, env, params)
+    data = jax.tree.map(lambda x: x[: int(state.buffer.size)], state.buffer.data)
+    belief = planet.initial_belief(model, data.obs[0], config.min_std)
+    # one env: item t is control step t; the memory has folded in every observation the
+    # policy acted on (obs[0 … T−1]), the next one is folded in when it acts again
+    for t in range(data.reward.shape[0] - 1):
+        belief = planet.filter_step(model, belief, data.action[t], data.next_obs[t],
+                                    data.terminated[t] | data.truncated[t], config.min_std)
+    memory = jax.tree.map(lambda x: x[0], state.memory)
+    np.testing.assert_allclose(memory.belief.h, belief.h, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(memory.belief.s, belief.s, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(memory.action, data.action[-1])
+    assert not bool(state.first[0])  # Pendulum's 50-control-step episodes have not ended
 
 
 # ----------------------------------------------------------------------------- pixels
@@ -203,20 +211,6 @@ def test_needs_continuous_actions():
     with pytest.raises(ConfigError, match="continuous"):
         planet.init(jax.random.PRNGKey(0), planet.Config(**SMALL),
                     envs.PixelObservations(env, size=8, grayscale=True), params)
-
-
-def test_same_key_same_bits_and_metrics(pixel_env):
-    env, params = pixel_env
-    config = planet.Config(**SMALL)
-    train = jax.jit(planet.train, static_argnums=(1, 2))
-    s1, m1 = train(jax.random.PRNGKey(5), config, env, params)
-    s2, m2 = train(jax.random.PRNGKey(5), config, env, params)
-    for a, b in zip(jax.tree.leaves((s1, m1)), jax.tree.leaves((s2, m2)), strict=True):
-        np.testing.assert_array_equal(a, b)
-    assert set(m1) >= {"episodes", "episode_return_sum", "episode_length_sum", "env_steps"}
-    assert int(m1["env_steps"][-1]) == config.num_iterations * config.steps_per_iteration
-    assert m1["loss"].shape == (config.num_iterations,) and float(m1["loss"][-1]) > 0
-    assert bool(jnp.all(jnp.isfinite(m1["loss"])))
 
 
 def test_learn_reduces_loss_on_fixed_batch(pixel_env):
