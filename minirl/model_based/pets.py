@@ -157,8 +157,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # PETS (this preset, probabilistic ensemble of 5, TS∞, 5 particles) medians −128.4 /
     # −156.1 / −128.1 from first seeds 1 (tuning), 0 (the test) and 1000 (target −200);
     # deterministic single model (ensemble_size=1, particles=1) −126.2 / −154.8 / −124.0 and
-    # model="bnn" −131.7 / −224.8 / −159.4 (target −300). About 3.5–5 min (pets,
-    # bnn) and 1.5 min (deterministic) per 4-seed run on 2 shared CPU cores, compile included.
+    # model="bnn" −131.7 / −224.8 / −159.4 (target −300); first seed 0 after the key split
+    # and the warm start as the policy's memory: −156.5 / −154.3 / −224.2. About 3.5–5 min
+    # (pets, bnn) and 1.5 min (deterministic) per 4-seed run on 2 shared CPU cores.
     # Anything not listed uses Config defaults (mbrl-lib's larger PETS settings).
     "Pendulum-v1": dict(total_steps=5_000, hidden=(64, 64), horizon=15, num_samples=100,
                         num_elites=10, iterations=3, particles=5, fit_updates=300,

@@ -11,7 +11,10 @@ test) median −502.8 [−485.2, −520.4, −553.3, −462.7], 252 s wall. Befo
 moved to ``core.distributions.Normal`` (the same mathematics, other float rounding): first
 seed 0 −510.4, first seed 2 (tuning) −528.6 [−606.7, −450.5, −431.2, −610.1], first seed
 1000 −527.7 [−622.4, −700.8, −433.0, −411.4]. With learning_rate 1e-3 instead of 2e-3 the
-medians were −686 (first seed 0) and −712 (first seeds 1, 1000).
+medians were −686 (first seed 0) and −712 (first seeds 1, 1000). With the action repeat
+as ``rollout.ActionRepeat`` and the policy's memory (2026-12-07; other random numbers, the
+same algorithm): first seed 0 −565.9 [−636.2, −641.1, −450.3, −495.5], first seed 1000
+−528.5 [−444.3, −741.6, −491.1, −565.8] (it was −527.7).
 """
 
 import numpy as np
