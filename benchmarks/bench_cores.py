@@ -19,10 +19,15 @@ command line does besides computing (host summaries and a checkpoint after every
 For reference, the 1-device worker also times the benchmarks' own way of running seeds:
 one ``jax.jit(jax.vmap(train))`` program over all S seeds (compiled ahead, no chunks, no
 checkpoints).
+
+The same worker gives bench_dqn.py, bench_ppo.py and bench_sac.py their "minirl, CLI
+default (every core)" column: :func:`cli_default` runs it with one CPU device per core on
+that benchmark's own config and seed counts (``--bench NAME``).
 """
 
 import argparse
 import datetime as dt
+import importlib
 import json
 import math
 import os
@@ -46,13 +51,85 @@ MODES = {
 }
 
 
-def algo_config(name: str, steps: int):
-    """The shared benchmark config of ``name`` (bench_dqn / bench_ppo) at ``steps``."""
-    if name == "dqn":
-        import bench_dqn as bench
-    else:
-        import bench_ppo as bench
-    return bench.minirl_config(dict(bench.SHARED, total_steps=steps))
+def bench_hp(name: str, steps: int) -> dict:
+    """The shared hyperparameters of bench_<name>.py (dqn, ppo, sac) at ``steps``."""
+    return dict(importlib.import_module(f"bench_{name}").SHARED, total_steps=steps)
+
+
+def algo_config(name: str, hp: dict):
+    """minirl's config of bench_<name>.py for the hyperparameters ``hp`` (its ``SHARED``,
+    with the run's budget)."""
+    return importlib.import_module(f"bench_{name}").minirl_config(hp)
+
+
+def train_twice(name: str, hp: dict, seeds: int, eval_episodes: int = 0) -> dict:
+    """``minirl train --seeds S`` as the command line runs it: ``runner.train`` on this
+    process's devices, in a fresh output directory (checkpoints, summary files), twice; the
+    first call compiles, the second finds every program compiled. With ``eval_episodes``,
+    each seed's greedy policy after training plays that many episodes (``runner.evaluate``
+    with seed 1, as the benchmarks evaluate their single-program runs)."""
+    import jax
+    import numpy as np
+
+    from minirl import envs, results, runner
+    from minirl.algos import ALGORITHMS
+
+    config = algo_config(name, hp)
+    algo = ALGORITHMS[name]
+    env_id = hp.get("env_id", ENV_ID)
+    walls = []
+    for attempt in ("first", "second"):
+        with tempfile.TemporaryDirectory(prefix="minirl-bench-cores-") as out_dir:
+            start = time.perf_counter()
+            run = runner.train(algo, config, *envs.make(env_id), seeds=seeds,
+                               out_dir=out_dir, env_id=env_id)
+            walls.append(time.perf_counter() - start)
+        print(f"  devices={jax.device_count()} {name} {seeds} seeds, {attempt} call: "
+              f"{walls[-1]:.1f} s", file=sys.stderr, flush=True)
+    steps = seeds * results.env_steps_done(run.history)
+    returns = results.final_returns(run.history, seeds)
+    row = dict(
+        algo=name, seeds=seeds, engine="runner.train", k=run.runs_per_program,
+        programs=math.ceil(seeds / run.runs_per_program), devices_used=run.devices,
+        chunks=len(run.chunks), env_steps=steps, first_seconds=walls[0],
+        seconds=walls[1], compile_seconds=max(walls[0] - walls[1], 0.0),
+        rate_with_compile=steps / walls[0], rate=steps / walls[1],
+        final_return=float(np.nanmean(returns)),
+    )
+    if eval_episodes:
+        greedy = runner.evaluate(algo, config, *envs.make(env_id), run.state.learner.params,
+                                 eval_episodes, seed=1)
+        row["greedy_return_per_seed"] = [float(r) for r in np.mean(greedy, axis=1)]
+    return row
+
+
+def cli_default(name: str, hp: dict, seeds_list: list[int], eval_episodes: int = 0,
+                devices: int | None = None) -> list[dict]:
+    """What ``minirl train --seeds S`` gives by default, for bench_<name>.py: a worker
+    process with one CPU device per core (``devices``: another count), which runs
+    :func:`train_twice` at each seed count on ``hp``. One row per seed count (an
+    ``error`` row for each if the worker fails)."""
+    from bench_sweep import spawn
+
+    devices = devices or os.cpu_count() or 1
+    result = spawn(Path(__file__), devices, [
+        "--bench", name, "--hp-json", json.dumps(hp), "--seeds-list",
+        ",".join(str(s) for s in seeds_list), "--eval-episodes", str(eval_episodes),
+    ])
+    if "error" in result:
+        return [dict(seeds=s, devices=devices, error=result["error"]) for s in seeds_list]
+    return [dict(row, devices=result["devices"]) for row in result["rows"]]
+
+
+def bench_worker(args: argparse.Namespace) -> None:
+    """:func:`cli_default`'s side: print one JSON line."""
+    import jax
+
+    hp = json.loads(args.hp_json)
+    rows = [train_twice(args.bench, hp, int(seeds), args.eval_episodes)
+            for seeds in args.seeds_list.split(",") if seeds]
+    print(json.dumps(dict(devices=jax.device_count(), platform=jax.devices()[0].platform,
+                          rows=rows)))
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -60,7 +137,7 @@ def worker(args: argparse.Namespace) -> None:
     import jax
     import numpy as np
 
-    from minirl import envs, results, runner
+    from minirl import envs
     from minirl.algos import ALGORITHMS
 
     devices = jax.device_count()
@@ -68,27 +145,10 @@ def worker(args: argparse.Namespace) -> None:
     for name, seeds in CASES:
         if name not in args.algos:
             continue
-        config = algo_config(name, args.steps[name])
+        hp = bench_hp(name, args.steps[name])
+        config = algo_config(name, hp)
         algo = ALGORITHMS[name]
-        walls = []
-        for attempt in ("first", "second"):
-            with tempfile.TemporaryDirectory(prefix="minirl-bench-cores-") as out_dir:
-                start = time.perf_counter()
-                run = runner.train(algo, config, *envs.make(ENV_ID), seeds=seeds,
-                                   out_dir=out_dir, env_id=ENV_ID)
-                walls.append(time.perf_counter() - start)
-            print(f"  devices={devices} {name} {seeds} seeds, {attempt} call: "
-                  f"{walls[-1]:.1f} s", file=sys.stderr, flush=True)
-        steps = seeds * results.env_steps_done(run.history)
-        returns = results.final_returns(run.history, seeds)
-        rows.append(dict(
-            algo=name, seeds=seeds, engine="runner.train", k=run.runs_per_program,
-            programs=math.ceil(seeds / run.runs_per_program), devices_used=run.devices,
-            chunks=len(run.chunks), env_steps=steps, first_seconds=walls[0],
-            seconds=walls[1], compile_seconds=max(walls[0] - walls[1], 0.0),
-            rate_with_compile=steps / walls[0], rate=steps / walls[1],
-            final_return=float(np.nanmean(returns)),
-        ))
+        rows.append(train_twice(name, hp, seeds))
         if args.reference:
             env, env_params = envs.make(ENV_ID)
             keys = jax.random.split(jax.random.PRNGKey(0), seeds)
@@ -174,8 +234,15 @@ def main() -> int:
     parser.add_argument("--devices", help="comma-separated device counts (default: 1 and "
                                           "every core)")
     parser.add_argument("--out", help="report path (default: RESULTS.md's cores section)")
+    parser.add_argument("--bench", help=argparse.SUPPRESS)  # cli_default's worker: dqn|ppo|sac
+    parser.add_argument("--hp-json", help=argparse.SUPPRESS)
+    parser.add_argument("--seeds-list", help=argparse.SUPPRESS)
+    parser.add_argument("--eval-episodes", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    if args.worker and args.bench:
+        bench_worker(args)
+        return 0
     if args.worker:
         args.steps = json.loads(args.steps_json)
         worker(args)

@@ -315,6 +315,87 @@ def fmt_return(values: list[float] | None) -> str:
     return f"{np.mean(values):.1f} ± {np.std(values):.1f}"
 
 
+def cli_header(report: dict) -> str:
+    """The throughput tables' column for what the command line gives by default."""
+    return f"minirl CLI default, every core ({report['nproc']} devices): env steps/s"
+
+
+def cli_row(report: dict, seeds: int) -> dict | None:
+    return next((r for r in report.get("cli", []) if r["seeds"] == seeds), None)
+
+
+def cli_cell(report: dict, row: dict) -> str:
+    """The CLI-default cell of a throughput-table row (minirl's rows only)."""
+    cli = cli_row(report, row["seeds"]) if row["library"] == "minirl" else None
+    if cli is None:
+        return "—"
+    return f"failed: {cli['error']}" if "error" in cli else fmt_rate(cli["rate"])
+
+
+def cli_note(report: dict) -> list[str]:
+    """The note under a throughput table that says what its CLI-default column is."""
+    if not report.get("cli"):
+        return []
+    return [
+        "",
+        f"*{cli_header(report)}*: what `minirl train --seeds S` gives by default, beside "
+        "the single-program figure of the same row: `minirl.runner.train` with the same "
+        "config and seeds, in a worker process with one CPU device per core "
+        f"(`XLA_FLAGS=--xla_force_host_platform_device_count={report['nproc']}`, as the "
+        "command line asks), K = ⌈S/8⌉ runs per program dispatched round-robin to the "
+        "devices, trained in chunks with host summaries and a checkpoint after each "
+        "(`bench_cores.cli_default`). Compile excluded as in `bench_cores.py`: env steps / "
+        "the wall time of a second `runner.train` call that finds every program compiled "
+        "(its compile time, first call − second, and its greedy returns are in the ratios "
+        "below).",
+    ]
+
+
+def cli_ratio(report: dict, seeds: int, theirs: float, digits: int, bar: float | None = None
+              ) -> str:
+    """``; CLI default (every core): R×`` for a minirl / peer ratio line, or ''."""
+    cli = cli_row(report, seeds)
+    if cli is None or "error" in cli:
+        return ""
+    ratio = cli["rate"] / theirs
+    verdict = ""
+    if bar is not None:
+        verdict = f" ({'meets' if ratio >= bar else 'misses'} the bar)"
+    return f"; CLI default (every core): {ratio:.{digits}f}×{verdict}"
+
+
+def cli_lines(report: dict, single: dict[int, dict]) -> list[str]:
+    """Ratio lines: the CLI default against the single program, per seed count (``single``:
+    minirl's single-program rows by seed count)."""
+    lines = []
+    for cli in report.get("cli", []):
+        seeds = cli["seeds"]
+        plural = f"{seeds} seed{'s' * (seeds != 1)}"
+        if "error" in cli:
+            lines.append(f"minirl CLI default at {plural}: failed ({cli['error']})")
+            continue
+        text = (f"minirl CLI default (every core) at {plural}: {fmt_rate(cli['rate'])} env "
+                f"steps/s ({cli['k']} run{'s' * (cli['k'] != 1)} per program × "
+                f"{cli['programs']} program{'s' * (cli['programs'] != 1)} on "
+                f"{cli['devices_used']} of {cli['devices']} devices, {cli['chunks']} chunks, "
+                f"compile {cli['compile_seconds']:.1f} s)")
+        mine = single.get(seeds)
+        if mine:
+            text += f", {cli['rate'] / mine['steps_per_s']:.2f}× the single program"
+        greedy = cli.get("greedy_return_per_seed")
+        if greedy:
+            text += f"; greedy return {fmt_return(greedy)}"
+            if mine and mine.get("final_return_per_seed"):
+                text += f" (single program {fmt_return(mine['final_return_per_seed'])})"
+        lines.append(text)
+    return lines
+
+
+def minirl_rows(report: dict) -> dict[int, dict]:
+    return {r["seeds"]: r for r in report["train"]
+            if r["library"] == "minirl" and "error" not in r}
+
+
 def render(report: dict) -> str:
     hp, mode = report["hp"], report["mode"]
     out = ["# DQN benchmark: minirl, rejax and Stable-Baselines3 on CartPole-v1", ""]
@@ -365,22 +446,24 @@ def render(report: dict) -> str:
         "",
         "## DQN training throughput (compile excluded)",
         "",
-        "| library | seeds | env steps/s (all seeds) | per seed | µs per step of a seed | "
-        "run (s) | compile (s) | greedy return | how seeds run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| library | seeds | env steps/s (all seeds) | {cli_header(report)} | per seed | "
+        "µs per step of a seed | run (s) | compile (s) | greedy return | how seeds run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["train"]:
         if "error" in row:
             out.append(f"| {row['library']} | {row['seeds']} | failed: {row['error']} "
-                       "| | | | | | |")
+                       f"| {cli_cell(report, row)} | | | | | | |")
             continue
         per_seed = row["steps_per_s"] / row["seeds"]
         out.append(
             f"| {row['library']} | {row['seeds']} | {fmt_rate(row['steps_per_s'])} | "
+            f"{cli_cell(report, row)} | "
             f"{fmt_rate(per_seed)} | {1e6 / per_seed:.0f} | {row['run_s']:.1f} | "
             f"{row['compile_s']:.1f} | {fmt_return(row.get('final_return_per_seed'))} | "
             f"{row['parallelism']} |"
         )
+    out += cli_note(report)
     out += [
         "",
         "## minirl step time vs replay-buffer capacity (1 seed)",
@@ -421,10 +504,11 @@ def ratios(report: dict) -> list[str]:
             text = f"minirl / {peer} throughput at {plural(seeds, 'seed')}: "
             if mine and theirs:
                 text += f"{mine / theirs:.1f}×"
-                if peer == "rejax" and seeds == 4:
+                bar = TARGET_SPEEDUP if peer == "rejax" and seeds == 4 else None
+                if bar:
                     verdict = "meets" if mine / theirs >= TARGET_SPEEDUP else "misses"
                     text += f" ({verdict} the ≥ {TARGET_SPEEDUP:.0f}× bar)"
-                lines.append(text)
+                lines.append(text + cli_ratio(report, seeds, theirs, 1, bar))
             elif any(row["library"] in ("minirl", peer) for row in report["train"]):
                 lines.append(text + "not available (a run failed or was skipped)")
         limit = next((r["steps_per_s"] for r in report["env_only"]
@@ -432,6 +516,7 @@ def ratios(report: dict) -> list[str]:
         if mine and limit:
             lines.append(f"minirl at {plural(seeds, 'seed')} runs at {mine / limit:.2%} of the "
                          f"env-only limit for {plural(seeds, 'env')}")
+    lines += cli_lines(report, minirl_rows(report))
     by_cap = {r["capacity"]: r["us_per_step"] for r in report["capacity"] if "error" not in r}
     if CAPACITIES[0] in by_cap and CAPACITIES[-1] in by_cap:
         flat = by_cap[CAPACITIES[-1]] / by_cap[CAPACITIES[0]]
@@ -444,6 +529,17 @@ def ratios(report: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- main
 
+
+
+def measure_cli(report: dict, name: str, hp: dict, seeds_list: list[int],
+                eval_episodes: int) -> list[dict]:
+    """minirl's CLI default (every core) at each seed count: ``bench_cores.cli_default``."""
+    from bench_cores import cli_default
+
+    log(f"minirl {name.upper()}, CLI default: runner.train on {report['nproc']} CPU devices, "
+        f"seeds {','.join(str(s) for s in seeds_list)} × {hp['total_steps']:,} steps "
+        "(a worker process; each seed count twice: compiling, then compiled)")
+    return cli_default(name, hp, seeds_list, eval_episodes)
 
 
 def run_peers(report: dict, peers: list, algo: str, hp: dict, seeds_list: list[int],
@@ -501,7 +597,8 @@ def main() -> int:
     parser.add_argument("--sb3-threads", type=int, default=1,
                         help="torch.set_num_threads in each SB3 process (default 1)")
     parser.add_argument("--skip", default="",
-                        help="comma-separated parts to skip: env,minirl,capacity,rejax,sb3")
+                        help="comma-separated parts to skip: env,minirl,capacity,cli,rejax,"
+                             "sb3 (cli: minirl's CLI default, every core)")
     parser.add_argument("--rebuild-venvs", action="store_true",
                         help="recreate the peer virtual environments")
     parser.add_argument("--peer-timeout", type=int, default=3600,
@@ -531,7 +628,7 @@ def main() -> int:
         load_start=" ".join(f"{x:.2f}" for x in os.getloadavg()),
         versions={name: version(name) for name in
                   ("minirl", "jax", "jaxlib", "gymnax", "equinox", "optax")},
-        peer_versions={}, env_only=[], train=[], capacity=[],
+        peer_versions={}, env_only=[], train=[], capacity=[], cli=[],
     )
 
     if "env" not in skip:
@@ -560,6 +657,9 @@ def main() -> int:
                     minirl_capacity(hp, capacity, mode["chunk"], mode["repeats"]))
             except Exception as error:
                 report["capacity"].append(dict(capacity=capacity, error=last_line(repr(error))))
+
+    if "cli" not in skip:
+        report["cli"] = measure_cli(report, "dqn", hp, seeds_list, mode["eval_episodes"])
 
     peers = [
         ("rejax", "rejax_dqn.py", ["--eval-episodes", str(mode["eval_episodes"])]),

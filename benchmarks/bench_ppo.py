@@ -37,12 +37,19 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_dqn  # noqa: E402  (the shared venv / peer / report machinery)
 from bench_dqn import (  # noqa: E402
+    cli_cell,
+    cli_header,
+    cli_lines,
+    cli_note,
+    cli_ratio,
     cpu_model,
     fmt_rate,
     fmt_return,
     last_line,
     log,
+    measure_cli,
     memory_gib,
+    minirl_rows,
     run_peers,
     version,
     write_report,
@@ -238,21 +245,23 @@ def render(report: dict) -> str:
         "",
         "## PPO training throughput (compile excluded)",
         "",
-        "| library | seeds | env steps/s (all seeds) | per seed | run (s) | compile (s) | "
-        "final return | how seeds run |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"| library | seeds | env steps/s (all seeds) | {cli_header(report)} | per seed | "
+        "run (s) | compile (s) | final return | how seeds run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["train"]:
         if "error" in row:
             out.append(f"| {row['library']} | {row['seeds']} | failed: {row['error']} "
-                       "| | | | | |")
+                       f"| {cli_cell(report, row)} | | | | | |")
             continue
         out.append(
             f"| {row['library']} | {row['seeds']} | {fmt_rate(row['steps_per_s'])} | "
+            f"{cli_cell(report, row)} | "
             f"{fmt_rate(row['steps_per_s'] / row['seeds'])} | {row['run_s']:.1f} | "
             f"{row['compile_s']:.1f} | {fmt_return(row.get('final_return_per_seed'))} | "
             f"{row['parallelism']} |"
         )
+    out += cli_note(report)
     out += [
         "",
         "## minirl time split (seconds per whole run, compile excluded)",
@@ -293,12 +302,14 @@ def ratios(report: dict) -> list[str]:
             text = f"minirl / {peer} throughput at {seeds} seed{'s' * (seeds != 1)}: "
             if mine and theirs:
                 text += f"{mine / theirs:.2f}×"
-                if peer == "rejax" and seeds == 16:
+                bar = TARGET_SPEEDUP if peer == "rejax" and seeds == 16 else None
+                if bar:
                     verdict = "meets" if mine / theirs >= TARGET_SPEEDUP else "misses"
                     text += f" ({verdict} the ≥ {TARGET_SPEEDUP:.0f}× bar)"
-                lines.append(text)
+                lines.append(text + cli_ratio(report, seeds, theirs, 2, bar))
             else:
                 lines.append(text + "not available (a run failed or was skipped)")
+    lines += cli_lines(report, minirl_rows(report))
     for row in report["split"]:
         if "error" not in row and row.get("train_s"):
             ratio = row["train_s"] / row["floor_s"]
@@ -322,7 +333,8 @@ def main() -> int:
     parser.add_argument("--sb3-threads", type=int, default=1,
                         help="torch.set_num_threads in each SB3 process (default 1)")
     parser.add_argument("--skip", default="",
-                        help="comma-separated parts to skip: minirl,split,rejax,sb3")
+                        help="comma-separated parts to skip: minirl,split,cli,rejax,sb3 "
+                             "(cli: minirl's CLI default, every core)")
     parser.add_argument("--rebuild-venvs", action="store_true",
                         help="recreate the peer virtual environments")
     parser.add_argument("--peer-timeout", type=int, default=3600,
@@ -353,7 +365,7 @@ def main() -> int:
         load_start=" ".join(f"{x:.2f}" for x in os.getloadavg()),
         versions={name: version(name) for name in
                   ("minirl", "jax", "jaxlib", "gymnax", "equinox", "optax")},
-        peer_versions={}, train=[], split=[],
+        peer_versions={}, train=[], split=[], cli=[],
     )
 
     for seeds in seeds_list:
@@ -373,6 +385,9 @@ def main() -> int:
                 report["split"].append(minirl_split(hp, seeds, mode["repeats"], train_s))
             except Exception as error:
                 report["split"].append(dict(seeds=seeds, error=last_line(repr(error))))
+
+    if "cli" not in skip:
+        report["cli"] = measure_cli(report, "ppo", hp, seeds_list, mode["eval_episodes"])
 
     peers = [
         ("rejax", "rejax_ppo.py", ["--eval-episodes", str(mode["eval_episodes"])]),

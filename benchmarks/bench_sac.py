@@ -40,12 +40,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_dqn  # noqa: E402  (the shared venv / peer / report machinery)
 from bench_dqn import (  # noqa: E402
+    cli_cell,
+    cli_header,
+    cli_lines,
+    cli_note,
+    cli_ratio,
+    cli_row,
     cpu_model,
     fmt_rate,
     fmt_return,
     last_line,
     log,
+    measure_cli,
     memory_gib,
+    minirl_rows,
     run_peers,
     version,
     write_report,
@@ -243,22 +251,24 @@ def render(report: dict) -> str:
         "",
         "## SAC training throughput (compile excluded)",
         "",
-        "| library | seeds | env steps/s (all seeds) | per seed | µs per step of a seed | "
-        "run (s) | compile (s) | final return | how seeds run |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        f"| library | seeds | env steps/s (all seeds) | {cli_header(report)} | per seed | "
+        "µs per step of a seed | run (s) | compile (s) | final return | how seeds run |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["train"]:
         if "error" in row:
             out.append(f"| {row['library']} | {row['seeds']} | failed: {row['error']} "
-                       "| | | | | | |")
+                       f"| {cli_cell(report, row)} | | | | | | |")
             continue
         per_seed = row["steps_per_s"] / row["seeds"]
         out.append(
             f"| {row['library']} | {row['seeds']} | {fmt_rate(row['steps_per_s'])} | "
+            f"{cli_cell(report, row)} | "
             f"{fmt_rate(per_seed)} | {1e6 / per_seed:.0f} | {row['run_s']:.1f} | "
             f"{row['compile_s']:.1f} | {fmt_return(row.get('final_return_per_seed'))} | "
             f"{row['parallelism']} |"
         )
+    out += cli_note(report)
     out += [
         "",
         "## minirl whole run against its floor (seconds per whole run, compile excluded)",
@@ -301,16 +311,22 @@ def ratios(report: dict) -> list[str]:
             text = f"minirl / {peer} throughput at {plural}: "
             if mine and theirs:
                 measured[peer] = theirs
-                lines.append(text + f"{mine / theirs:.2f}×")
+                lines.append(text + f"{mine / theirs:.2f}×" + cli_ratio(report, seeds, theirs, 2))
             elif any(row["library"] in ("minirl", peer) for row in report["train"]):
                 lines.append(text + "not available (a run failed or was skipped)")
         if mine and measured:
             best = max(measured, key=measured.get)
             missing = [p for p in PEERS if p not in measured]
             verdict = ("meets" if mine > measured[best] else f"misses ({best} is faster)")
-            lines.append(f"fastest at {plural}: {verdict} the bar"
+            cli, cli_verdict = cli_row(report, seeds), ""
+            if cli and "error" not in cli:
+                cli_verdict = ("; CLI default (every core): "
+                               + ("meets it" if cli["rate"] > measured[best]
+                                  else f"misses it ({best} is faster)"))
+            lines.append(f"fastest at {plural}: {verdict} the bar" + cli_verdict
                          + (f"; not compared with {', '.join(missing)} (not measured)"
                             if missing else ""))
+    lines += cli_lines(report, minirl_rows(report))
     for row in report["floor"]:
         if "error" not in row and row.get("train_s"):
             ratio = row["train_s"] / row["floor_s"]
@@ -337,7 +353,8 @@ def main() -> int:
     parser.add_argument("--sb3-threads", type=int, default=1,
                         help="torch.set_num_threads in each SB3 / sbx process (default 1)")
     parser.add_argument("--skip", default="",
-                        help="comma-separated parts to skip: minirl,floor,rejax,sbx,sb3")
+                        help="comma-separated parts to skip: minirl,floor,cli,rejax,sbx,sb3 "
+                             "(cli: minirl's CLI default, every core)")
     parser.add_argument("--rebuild-venvs", action="store_true",
                         help="recreate the peer virtual environments")
     parser.add_argument("--peer-timeout", type=int, default=3600,
@@ -370,7 +387,7 @@ def main() -> int:
         load_start=" ".join(f"{x:.2f}" for x in os.getloadavg()),
         versions={name: version(name) for name in
                   ("minirl", "jax", "jaxlib", "gymnax", "equinox", "optax")},
-        peer_versions={}, train=[], floor=[],
+        peer_versions={}, train=[], floor=[], cli=[],
     )
 
     for seeds in seeds_list:
@@ -390,6 +407,9 @@ def main() -> int:
                     minirl_floor(hp, seeds, mode["repeats"], mode["pool"], train))
             except Exception as error:
                 report["floor"].append(dict(seeds=seeds, error=last_line(repr(error))))
+
+    if "cli" not in skip:
+        report["cli"] = measure_cli(report, "sac", hp, seeds_list, mode["eval_episodes"])
 
     eval_args = ["--eval-episodes", str(mode["eval_episodes"])]
     peers = [
