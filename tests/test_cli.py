@@ -482,3 +482,20 @@ def test_resume_refuses_flags_that_would_change_the_run(finished_run, capsys):
     code = cli.main(["train", "--resume", str(finished_run), "--eval-every", "300"])
     assert code == cli.EXIT_USAGE
     assert "drop --eval-every" in capsys.readouterr().err
+
+
+def test_list_marks_what_a_learner_cannot_learn(capsys, monkeypatch):
+    # every measured CANNOT_LEARN entry is marked with * on its env's line and explained
+    entries = [(name, env_id, why) for name, module in {**ALGORITHMS, **LEARNERS}.items()
+               for env_id, why in getattr(module, "CANNOT_LEARN", {}).items()]
+    monkeypatch.setattr(ALGORITHMS["dqn"], "CANNOT_LEARN",
+                        {"DeepSea-bsuite": "exploration: a test note"}, raising=False)
+    entries.append(("dqn", "DeepSea-bsuite", "exploration: a test note"))
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for name, env_id, why in entries:
+        env_line = next(line for line in lines if line.startswith(f"  {env_id} "))
+        assert f"{name}*" in [word.strip(",") for word in env_line.split()], env_line
+        assert f"  {name} on {env_id}: {why}" in lines
+    catch = next(line for line in lines if line.startswith("  Catch-bsuite "))
+    assert "dqn" in [word.strip(",") for word in catch.split()]  # only the env named

@@ -136,6 +136,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     "CartPole-v1": dict(total_steps=200_000, rollout_steps=4, target_entropy_fraction=0.3,
                         learning_rate=1e-3, hidden=(64, 64)),
 }
+# Catch: CartPole's settings in 30k steps: every seed at 1.0 from first seeds 100 (tuning)
+# and 1000 (the check); README "Beyond the tuned environment".
+PRESETS["Catch-bsuite"] = {**PRESETS["CartPole-v1"], "total_steps": 30_000}
+
+CANNOT_LEARN: dict[str, str] = {
+    # Measured with 4 seeds from first seed 100 at 100k steps: CartPole's settings (4 of 4
+    # seeds at −500, never reaching the goal), the same with α fixed at 0.01 (3 of 4) and
+    # with α starting at 0.01 and target-entropy fraction 0.1 (3 of 4). Every action
+    # earns −1 until the goal, so the soft policy stays near uniform: a random walk that
+    # rarely swings up. DQN (ε-greedy, −85.1) and soft_q (α annealed to 0.003, −86.5)
+    # learn it in the same budget.
+    "Acrobot-v1": "discrete SAC: 3-4 of 4 seeds never reach the goal in 100k steps (3 "
+                  "settings measured); use dqn or soft_q",
+}
+"""Environments this learner was measured not to learn, and why (``minirl list`` marks them)."""
 
 
 def preset(env_id: str) -> dict[str, Any]:

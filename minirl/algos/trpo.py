@@ -121,6 +121,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                         reward_scale=0.1, normalize_observations=True, max_kl=0.02),
     "Acrobot-v1": dict(total_steps=500_000),
     "Catch-bsuite": dict(total_steps=50_000),
+    # MountainCarContinuous: the defaults learn to hold still (median −0.00 over 500k steps
+    # from first seed 100; x and v differ in scale by ~25×, and no seed found the flag).
+    # With observation normalisation (as PPO's preset): 94.0 from first seed 100 (tuning) and
+    # 93.9 from 1000 (the check), every seed at the flag.
+    "MountainCarContinuous-v0": dict(total_steps=500_000, normalize_observations=True),
 }
 
 

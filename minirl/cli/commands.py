@@ -334,7 +334,9 @@ def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
     print("algorithms (minirl train / sweep):")
     for name, module in algorithms.items():
         print(f"  {name:<10} {first_sentence(module.__doc__)}")
-    print("environments (gymnax): id, action space, algorithms that fit")
+    print("environments (gymnax): id, action space, algorithms that fit "
+          "(* measured not to learn it: notes below)")
+    cannot = []  # (algorithm, env id, why): each learner's CANNOT_LEARN
     for env_id in envs.REGISTERED:
         kind = envs.kind(env_id)
         pixels = env_id.endswith(envs.PIXELS)
@@ -342,8 +344,18 @@ def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
         fits = [n for n, m in algorithms.items()
                 if getattr(m, "ACTION_KIND", "both") in (kind, "both") and kind != "unavailable"
                 and getattr(m, "OBSERVATIONS", "any") in ("any", "pixels" if pixels else "vectors")]
+        marked = []
+        for n in fits:
+            why = getattr(algorithms[n], "CANNOT_LEARN", {}).get(env_id)
+            marked.append(n if why is None else f"{n}*")
+            if why is not None:
+                cannot.append((n, env_id, why))
         note = "(cannot be built here: it downloads a dataset)" if kind == "unavailable" else ""
-        print(f"  {env_id:<26} {kind:<12} {', '.join(fits) or note}")
+        print(f"  {env_id:<26} {kind:<12} {', '.join(marked) or note}")
+    if cannot:
+        print("* cannot learn (measured; `minirl train` still runs them):")
+        for n, env_id, why in cannot:
+            print(f"  {n} on {env_id}: {why}")
     print("planners (minirl plan): name, the envs it plans in")
     for name, (needs, _) in PLANNERS.items():
         print(f"  {name:<16} {needs} action spaces" if needs != "differentiable"
