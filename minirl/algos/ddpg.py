@@ -127,6 +127,19 @@ def preset(env_id: str) -> dict[str, Any]:
     return dict(PRESETS.get(env_id, {}))
 
 
+CANNOT_LEARN: dict[str, str] = {
+    # MountainCarContinuous is an exploration problem: +100 at the flag, −0.1 a² per step,
+    # and a policy that holds still earns about 0. Measured with 4 seeds from first seed
+    # 100 at 50k steps, 64×64 networks, as a user would run it (no preset):
+    # the default noise σ = 0.1 left every seed holding still (median −1.01, no episode
+    # reached the flag); σ = 1.0 found it on 1 seed of 4 (88.1; median −51.9). PPO's and
+    # TRPO's presets learn it (90.3 and 93.9 from first seed 1000).
+    "MountainCarContinuous-v0": "exploration: Gaussian action noise finds the flag on 0 of "
+                                "4 seeds in 50k steps (σ = 1.0: 1 of 4); use ppo or trpo",
+}
+"""Environments this learner was measured not to learn, and why (``minirl list`` marks them)."""
+
+
 # ----------------------------------------------------------------------------- the actor
 
 

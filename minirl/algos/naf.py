@@ -129,6 +129,18 @@ def preset(env_id: str) -> dict[str, Any]:
     return dict(PRESETS.get(env_id, {}))
 
 
+CANNOT_LEARN: dict[str, str] = {
+    # MountainCarContinuous is an exploration problem: +100 at the flag, −0.1 a² per step,
+    # and a policy that holds still earns about 0. Measured with 4 seeds from first seed
+    # 100 at 50k steps with the defaults, as a user would run it: every seed held still
+    # (median −0.99, no episode reached the flag). PPO's and TRPO's presets learn it (90.3
+    # and 93.9 from first seed 1000).
+    "MountainCarContinuous-v0": "exploration: Gaussian action noise finds the flag on 0 of "
+                                "4 seeds in 50k steps; use ppo or trpo",
+}
+"""Environments this learner was measured not to learn, and why (``minirl list`` marks them)."""
+
+
 # ----------------------------------------------------------------------------- the network
 
 

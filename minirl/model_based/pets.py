@@ -172,6 +172,18 @@ def preset(env_id: str) -> dict[str, Any]:
     return dict(PRESETS.get(env_id, {}))
 
 
+CANNOT_LEARN: dict[str, str] = {
+    # MountainCarContinuous is an exploration problem: +100 at the flag, −0.1 a² per step,
+    # and a policy that holds still earns about 0. Measured with 4 seeds from first seed
+    # 100 at 5k steps with the Pendulum preset's planner (horizon 15): after the random
+    # steps every seed held exactly still (return 0.0). No plan within the horizon reaches
+    # the flag, so the cheapest plan CEM scores is the flat one it starts from, a = 0.
+    "MountainCarContinuous-v0": "exploration: the flag lies beyond the planning horizon, so "
+                                "MPC holds still (0 of 4 seeds in 5k steps); use ppo or trpo",
+}
+"""Environments this learner was measured not to learn, and why (``minirl list`` marks them)."""
+
+
 # ----------------------------------------------------------------------------- parameters
 
 
