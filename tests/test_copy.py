@@ -31,6 +31,10 @@ RECIPE = {
     "td3": ["algos/ddpg.py"],  # TD3 is DDPG's file with three switches on
     "pets": ["model_based/dynamics.py", "model_based/rewards.py", "planning/"],
     "planet": ["planning/", "envs/"],  # envs/: the pixel observations it learns from
+    # mbpo: its model-based siblings, and the agent it trains (found by name in algos/)
+    "mbpo": ["model_based/dynamics.py", "model_based/model_env.py", "model_based/rewards.py",
+             "algos/sac.py"],
+    "bptt": ["model_based/dynamics.py", "model_based/rewards.py"],
 }
 
 

@@ -599,3 +599,108 @@ def mean_members(model: Model, config: ModelConfig) -> Network:
     if config.kind == "bnn":
         return jax.vmap(posterior_mean_network)(model.members)
     return model.members
+
+
+# ----------------------------------------------------------------------------- MBPO's pieces
+
+
+def action_features(action: jax.Array, num_actions: int | None = None) -> jax.Array:
+    """The model's action input ``[..., m]``: a discrete action (an integer ``[...]``, with
+    ``num_actions`` given) as a one-hot vector of length ``num_actions`` (an index is a
+    label, not a magnitude: action 2 is not twice action 1); a continuous action ``[..., m]``
+    unchanged (``num_actions`` None). ``fit`` and ``predict`` flatten what they are given, so
+    a model of a discrete-action env is built with ``action_dim = num_actions`` and always
+    fed through here."""
+    if num_actions is None:
+        return action
+    return jax.nn.one_hot(action, num_actions, dtype=jnp.float32)
+
+
+def holdout_split(
+    key: jax.Array, size: jax.Array, capacity: int, fraction: float | jax.Array,
+    max_holdout: int,
+) -> tuple[jax.Array, jax.Array]:
+    """A random split of the valid rows [0, size) into held-out and training rows.
+
+    Returns ``(order [capacity], num_holdout)``: ``order`` lists the valid rows in a uniformly
+    random order, then the invalid ones; its first ``num_holdout = min(⌊size · fraction⌋,
+    max_holdout)`` entries are held out (never trained on), entries ``num_holdout … size − 1``
+    are the training rows. ``size`` and ``fraction`` may be traced."""
+    size = jnp.asarray(size, jnp.int32)
+    scores = jnp.where(jnp.arange(capacity) < size, jax.random.uniform(key, (capacity,)), 2.0)
+    order = jnp.argsort(scores)  # ties (the invalid rows, score 2) keep their order
+    num = jnp.floor(size.astype(jnp.float32) * fraction).astype(jnp.int32)
+    return order, jnp.clip(num, 0, jnp.minimum(max_holdout, jnp.maximum(size - 1, 0)))
+
+
+def holdout_mse(
+    model: Model, data: Any, rows: jax.Array, mask: jax.Array, config: ModelConfig
+) -> jax.Array:
+    """Each member's mean squared error of its mean prediction on the rows ``rows [R]`` of
+    ``data`` where ``mask [R]``, in normalised target units (the model's own output
+    normaliser, so every output dimension counts alike): ``[M]``, the held-out loss that
+    ranks the members (MBPO's elite selection; jannerm/mbpo and mbrl-lib rank by the MSE of
+    the mean too). Zeros when no row is masked in."""
+    obs = jnp.asarray(data.obs)[rows]
+    obs = obs.astype(jnp.promote_types(obs.dtype, jnp.float32))
+    x = model_inputs(obs, jnp.asarray(data.action)[rows])
+    y = targets(obs, jnp.asarray(data.next_obs)[rows].astype(obs.dtype),
+                jnp.asarray(data.reward)[rows], config)
+    z_in, z_target = model.input_norm.normalise(x), model.output_norm.normalise(y)
+
+    def member(net):
+        mean, _ = network_output(net, z_in, config)
+        return jnp.mean(jnp.square(mean - z_target), axis=-1)  # [R]
+
+    errors = jax.vmap(member)(mean_members(model, config))  # [M, R]
+    weight = mask.astype(errors.dtype)
+    return jnp.sum(errors * weight, axis=-1) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def fit_with_holdout(
+    key: jax.Array,
+    model: Model,
+    opt_state: optax.OptState,
+    data: Any,
+    size: jax.Array | int,
+    config: ModelConfig,
+    *,
+    num_updates: int,
+    batch_size: int,
+    holdout_fraction: float | jax.Array,
+    max_holdout: int,
+) -> tuple[Model, optax.OptState, dict[str, jax.Array], jax.Array]:
+    """:func:`fit` on the training rows of a random split (:func:`holdout_split`), then each
+    member's :func:`holdout_mse` on the held-out rows.
+
+    The held-out rows take no part in the fit: neither in the normalisers nor in any
+    minibatch (``fit`` sees the data reordered with the training rows first and ``size −
+    num_holdout`` valid rows). Returns the model, the optimiser state, ``fit``'s metrics plus
+    ``holdout_mse`` (the members' mean) and the per-member held-out losses ``[M]``.
+    """
+    check_positive_int("max_holdout", max_holdout)
+    split_key, fit_key = jax.random.split(key)
+    capacity = jnp.asarray(data.obs).shape[0]
+    size = jnp.clip(jnp.asarray(size, jnp.int32), 1, capacity)
+    order, num_holdout = holdout_split(split_key, size, capacity, holdout_fraction, max_holdout)
+    train_rows = order[(jnp.arange(capacity) + num_holdout) % capacity]
+    train = Data(*(jnp.asarray(getattr(data, f))[train_rows]
+                   for f in ("obs", "action", "next_obs", "reward")))
+    model, opt_state, metrics = fit(fit_key, model, opt_state, train, size - num_holdout, config,
+                                    num_updates=num_updates, batch_size=batch_size)
+    rows = order[:min(max_holdout, capacity)]
+    mask = jnp.arange(rows.shape[0]) < num_holdout
+    losses = holdout_mse(model, data, rows, mask, config)
+    return model, opt_state, {**metrics, "holdout_mse": jnp.mean(losses)}, losses
+
+
+def elites(losses: jax.Array, num: int) -> jax.Array:
+    """The indices ``[num]`` of the ``num`` members with the lowest held-out losses, best
+    first (MBPO's elites; ties go to the lower index)."""
+    return jnp.argsort(losses, stable=True)[:num]
+
+
+def select_members(model: Model, indices: jax.Array) -> Model:
+    """The model restricted to the members ``indices [E]`` (same normalisers)."""
+    return Model(jax.tree.map(lambda x: x[indices], model.members), model.input_norm,
+                 model.output_norm)

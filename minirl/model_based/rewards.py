@@ -14,6 +14,11 @@ exactly the env's reward (up to float rounding of recovering θ from (cos θ, si
     g = [x' ≥ goal_position] · [v' ≥ goal_velocity],
         r = −0.1 a² + 100 g          (the unclipped action, as gymnax does)
     and the episode terminates when g.
+``CartPole-v1``  obs = (x, ẋ, θ, θ̇); the episode terminates when the next state leaves the
+    track or the pole falls past the threshold,
+        terminated = |x'| > x_threshold  or  |θ'| > θ_threshold   (strict, as gymnax)
+    and r = 1 − [obs is terminal] (gymnax rewards from the state before the step: 1 on every
+    transition an agent sees, since a terminal state is reset before it acts again).
 
 Signatures: ``reward(obs [d], action [m], next_obs [d], env_params) -> scalar`` and
 ``terminated(obs, action, next_obs, env_params) -> bool`` (``None`` when the env never
@@ -61,6 +66,25 @@ def mountain_car_terminated(obs: jax.Array, action: jax.Array, next_obs: jax.Arr
     return _mountain_car_goal(next_obs, env_params)
 
 
+def _cartpole_terminal(obs: jax.Array, env_params: Any) -> jax.Array:
+    x, theta = obs[..., 0], obs[..., 2]
+    return ((x < -env_params.x_threshold) | (x > env_params.x_threshold)
+            | (theta < -env_params.theta_threshold_radians)
+            | (theta > env_params.theta_threshold_radians))
+
+
+def cartpole_reward(obs: jax.Array, action: jax.Array, next_obs: jax.Array,
+                    env_params: Any) -> jax.Array:
+    """1 − [obs is terminal]: 1 on every transition from a live state."""
+    return 1.0 - _cartpole_terminal(obs, env_params).astype(jnp.float32)
+
+
+def cartpole_terminated(obs: jax.Array, action: jax.Array, next_obs: jax.Array,
+                        env_params: Any) -> jax.Array:
+    """|x'| > x_threshold or |θ'| > θ_threshold."""
+    return _cartpole_terminal(next_obs, env_params)
+
+
 class Known(NamedTuple):
     reward: RewardFn
     terminated: DoneFn | None  # None: the env never terminates
@@ -69,6 +93,7 @@ class Known(NamedTuple):
 KNOWN: dict[str, Known] = {
     "Pendulum-v1": Known(pendulum_reward, None),
     "MountainCarContinuous-v0": Known(mountain_car_reward, mountain_car_terminated),
+    "CartPole-v1": Known(cartpole_reward, cartpole_terminated),
 }
 """env name → its known reward and termination functions."""
 
@@ -93,3 +118,4 @@ def never_terminated(obs: jax.Array, action: jax.Array, next_obs: jax.Array,
                      env_params: Any) -> jax.Array:
     """False (an env without terminal states)."""
     return jnp.zeros(obs.shape[:-1], bool)
+
