@@ -497,7 +497,6 @@ def train(
     )
 
 
-
 def act(
     params: Params, obs: jax.Array, key: jax.Array, config: Config, deterministic: bool = False
 ) -> jax.Array:
