@@ -32,6 +32,17 @@ from minirl.model_based import LEARNERS
 
 pytestmark = pytest.mark.timeout(600)
 
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs_after_each_test():
+    """This module compiles every learner's programs several times over (jit, eager, vmap,
+    resume), the most of any module; XLA's CPU compiler crashed (a segmentation fault) in
+    its resume test late in a full run on 2026-12-07, as it had twice before elsewhere
+    (tests/conftest.py). Dropping the compiled programs after each test keeps fewer alive;
+    the tests of one learner share few programs, so little is recompiled."""
+    yield
+    jax.clear_caches()
+
 REGISTERED = {**ALGORITHMS, **LEARNERS}
 
 # A tiny config per learner (a few iterations past its warm-up) and the env it meets.
