@@ -237,7 +237,9 @@ def _check_schedule(schedule: Any) -> None:
 PRESETS: dict[str, dict[str, Any]] = {
     # Checked by tests/model_based/test_mbpo_learning.py (Pendulum, 5k real steps, 4 seeds,
     # ≥ −200): medians −141.8 / −153.9 / −165.7 from first seeds 100 (tuning), 0 (the test)
-    # and 1000; the return passes −200 after about 2.5k real steps. Tried from first seed 100
+    # and 1000 (−134.9 / −172.8 from 0 / 1000 once the warm-up's random actions came from
+    # rollout.random_policy: other bits, same distribution); the return passes −200 after
+    # about 2.5k real steps. Tried from first seed 100
     # and cheaper but slower to learn: 5 updates per step at batch 128 (−155.3), 10 at batch
     # 128 (−174.0). The small networks (64×64 agent and model; mbrl-lib: 4×200 model) and
     # 100 rollouts per step (jannerm: 400) keep a 4-seed run near 4 minutes on 2 shared CPU
@@ -591,13 +593,6 @@ def mixed_batches(key: jax.Array, buffer: replay.ReplayBuffer, model_buffer: rep
 # ----------------------------------------------------------------------------- step / train
 
 
-def _random_actions(key: jax.Array, env: Any, env_params: Any, num: int) -> jax.Array:
-    if rollout.action_kind(env, env_params) == "discrete":
-        return jax.random.randint(key, (num,), 0, rollout.num_actions(env, env_params))
-    low, high = rollout.action_bounds(env, env_params)
-    return jax.random.uniform(key, (num, *low.shape), minval=low, maxval=high)
-
-
 def step(
     state: State, config: Config, env: Any, env_params: Any
 ) -> tuple[State, dict[str, jax.Array]]:
@@ -629,7 +624,7 @@ def step(
         keys = jax.random.split(act_key, E)
         action = jax.vmap(lambda o, k: agent.act(learner.params, o, k, agent_config))(
             env_carry.obs, keys)
-        random = _random_actions(random_key, env, env_params, E)
+        random, _ = rollout.random_policy(env, env_params)(random_key, env_carry.obs)
         action = jnp.where(env_steps < config.learning_starts, random.astype(action.dtype),
                            action)
         start_states = env_carry.env_state

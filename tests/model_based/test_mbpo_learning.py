@@ -8,8 +8,11 @@ preset reaches a 5-episode mean of −200 after about 4k, README benchmarks); MB
 for −200 within 5k.
 
 Medians measured (4 seeds each; 2026-12-07, 2 shared CPU cores, about 4 minutes a run),
-first seeds 100 (tuning), 0 (this test), 1000: sac −141.8, −153.9 [−154.5, −232.7, −153.3,
-−117.5], −165.7 [−123.7, −84.4, −207.6, −313.1].
+first seeds 100 (tuning), 0 (this test), 1000: sac −141.8, −153.9, −165.7 with the
+warm-up's first random actions drawn by a helper of mbpo's own; with rollout.random_policy
+drawing them (other bits, same distribution): sac −134.9 [−119.1, −264.4, −150.2, −119.6]
+and −172.8 [−128.6, −83.6, −216.9, −308.0], td3 −176.3 [−118.1, −233.4, −234.0, −119.2]
+and −187.8 [−124.5, −87.1, −251.0, −276.6] from first seeds 0 and 1000.
 """
 
 import numpy as np
