@@ -119,3 +119,32 @@ def never_terminated(obs: jax.Array, action: jax.Array, next_obs: jax.Array,
     """False (an env without terminal states)."""
     return jnp.zeros(obs.shape[:-1], bool)
 
+
+# ----------------------------------------------------------------------------- costs c(x, u)
+
+StateActionReward = Callable[[jax.Array, jax.Array, Any], jax.Array]
+
+
+def pendulum_state_action_reward(obs: jax.Array, action: jax.Array, env_params: Any
+                                 ) -> jax.Array:
+    """Pendulum-v1's reward as a function of (obs, action) alone (it never reads next_obs)."""
+    return pendulum_reward(obs, action, obs, env_params)
+
+
+STATE_ACTION: dict[str, StateActionReward] = {"Pendulum-v1": pendulum_state_action_reward}
+"""env name → r(obs, action, env_params) for envs whose known reward does not read the next
+observation and which never terminate: what trajectory optimisers with a known cost c(x, u)
+= −r (LQR-FLM, GPS) need. Add an entry for your own env."""
+
+
+def state_action_reward(env: Any) -> StateActionReward:
+    """r(obs, action, env_params) of ``env`` (by its ``name``), or :class:`ConfigError`
+    listing the envs that have one."""
+    name = env_name(env)
+    if name not in STATE_ACTION:
+        raise ConfigError(
+            f"env={name!r} has no known reward of (observation, action) for a fixed-horizon "
+            "task; supported: " + ", ".join(STATE_ACTION)
+            + " (add yours to minirl.model_based.rewards.STATE_ACTION)"
+        )
+    return STATE_ACTION[name]

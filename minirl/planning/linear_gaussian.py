@@ -315,10 +315,55 @@ def kl_step(
     return KLStep(policy, eta, kl, out.i)
 
 
+# ----------------------------------------------------------------------------- PSD
+
+
+def symmetric_eigen(A: jax.Array, sweeps: int = 8) -> tuple[jax.Array, jax.Array]:
+    """Eigenvalues w [..., d] and eigenvectors V [..., d, d] (A = V diag(w) Vᵀ) of small
+    symmetric matrices by the cyclic Jacobi method (Golub & Van Loan, 2013, §8.5): each
+    rotation zeroes one off-diagonal pair, and the off-diagonal mass falls quadratically
+    per sweep, so a few sweeps reach float32 rounding for d ≲ 10.
+
+    Written with matmuls only because ``jnp.linalg.eigh`` inside a vmapped ``lax.scan``
+    hung XLA:CPU (every thread waiting); for the d ≤ 10 matrices of LQR-FLM's cost
+    expansions the cost is negligible."""
+    d = A.shape[-1]
+    pairs = [(p, q) for p in range(d - 1) for q in range(p + 1, d)]
+    eye = jnp.broadcast_to(jnp.eye(d, dtype=A.dtype), A.shape)
+
+    def rotate(carry, _):
+        A, V = carry
+        for p, q in pairs:
+            app, aqq, apq = A[..., p, p], A[..., q, q], A[..., p, q]
+            small = jnp.abs(apq) <= 1e-30
+            theta = (aqq - app) / (2.0 * jnp.where(small, 1.0, apq))
+            t = jnp.sign(theta) / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1.0))
+            t = jnp.where(theta == 0.0, 1.0, t)
+            t = jnp.where(small, 0.0, t)
+            c = jax.lax.rsqrt(t * t + 1.0)
+            sn = t * c
+            J = eye.at[..., p, p].set(c).at[..., q, q].set(c)
+            J = J.at[..., p, q].set(sn).at[..., q, p].set(-sn)
+            A = jnp.swapaxes(J, -1, -2) @ A @ J
+            V = V @ J
+        return (_sym(A), V), None
+
+    (A, V), _ = jax.lax.scan(rotate, (_sym(A), eye), None, length=sweeps)
+    return jnp.diagonal(A, axis1=-2, axis2=-1), V
+
+
+def psd_part(A: jax.Array, floor: float | jax.Array = 0.0) -> jax.Array:
+    """The nearest positive semi-definite matrix to symmetric A in the Frobenius norm
+    (Higham, 1988): V max(w, floor) Vᵀ, the negative eigenvalues raised to ``floor``."""
+    w, V = symmetric_eigen(A)
+    w = jnp.maximum(w, floor)
+    return _sym((V * w[..., None, :]) @ jnp.swapaxes(V, -1, -2))
+
+
 # ----------------------------------------------------------------------------- costs
 
 
-def expand_cost(cost, states: jax.Array, actions: jax.Array
+def expand_cost(cost, states: jax.Array, actions: jax.Array, psd: bool = False
                 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """A quadratic model of ``cost(x, u, t)`` per step from samples states [N, T(+1), n],
     actions [N, T, m]: the second-order Taylor expansion at each sample by autodiff,
@@ -336,7 +381,7 @@ def expand_cost(cost, states: jax.Array, actions: jax.Array
     value = jax.vmap(jax.vmap(split, in_axes=(0, 0)), in_axes=(0, None))(z, ts)
     grad = jax.vmap(jax.vmap(jax.grad(split), in_axes=(0, 0)), in_axes=(0, None))(z, ts)
     hess = jax.vmap(jax.vmap(jax.hessian(split), in_axes=(0, 0)), in_axes=(0, None))(z, ts)
-    hess = _sym(hess)
+    hess = psd_part(hess) if psd else _sym(hess)
     Hz = jnp.einsum("ntij,ntj->nti", hess, z)
     C = jnp.mean(hess, axis=0)
     c = jnp.mean(grad - Hz, axis=0)

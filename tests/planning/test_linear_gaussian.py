@@ -337,3 +337,62 @@ def test_expand_cost_is_exact_for_a_quadratic_cost():
     np.testing.assert_allclose(ce, c, atol=1e-10)
     np.testing.assert_allclose(c0e, c0, atol=1e-10)
 
+
+
+@settings(max_examples=15)
+@given(SEEDS, st.integers(1, 7), st.integers(1, 4))
+def test_jacobi_eigen_agrees_with_lapack(seed, d, batch):
+    """The Jacobi eigendecomposition against LAPACK's (numpy.linalg.eigh): the same
+    spectrum, orthonormal vectors, and A = V diag(w) Vᵀ, including repeated eigenvalues."""
+    rng = np.random.default_rng(seed)
+    M = rng.normal(size=(batch, d, d))
+    A = (M + np.swapaxes(M, 1, 2)) / 2
+    if d > 2:  # a repeated eigenvalue: Q diag(1, 1, …) Qᵀ
+        Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        w = rng.normal(size=d)
+        w[1] = w[0]
+        A[0] = (Q * w) @ Q.T
+    w, V = lg.symmetric_eigen(jnp.asarray(A))
+    np.testing.assert_allclose(np.sort(np.asarray(w), axis=-1), np.linalg.eigvalsh(A),
+                               atol=1e-9)
+    np.testing.assert_allclose(np.swapaxes(V, 1, 2) @ V, np.broadcast_to(np.eye(d), A.shape),
+                               atol=1e-9)
+    np.testing.assert_allclose((V * np.asarray(w)[:, None, :]) @ np.swapaxes(V, 1, 2), A,
+                               atol=1e-9)
+
+
+@settings(max_examples=10)
+@given(SEEDS, st.integers(2, 6))
+def test_psd_part_is_the_nearest_psd_matrix(seed, d):
+    """Higham's nearest PSD matrix: against LAPACK's eigendecomposition, and no PSD matrix
+    drawn at random is nearer in the Frobenius norm."""
+    rng = np.random.default_rng(seed)
+    M = rng.normal(size=(d, d))
+    A = (M + M.T) / 2
+    P = np.asarray(lg.psd_part(jnp.asarray(A)))
+    w, V = np.linalg.eigh(A)
+    np.testing.assert_allclose(P, (V * np.maximum(w, 0)) @ V.T, atol=1e-9)
+    assert np.linalg.eigvalsh(P).min() >= -1e-9
+    for _ in range(50):
+        B = rng.normal(size=(d, d))
+        other = P + 0.1 * B @ B.T * rng.uniform()  # PSD perturbations in every direction
+        other = other - 0.1 * rng.uniform() * P
+        assert np.linalg.norm(other - A) >= np.linalg.norm(P - A) - 1e-12
+
+
+def test_expand_cost_with_psd_keeps_each_samples_gradient():
+    """With ``psd`` each sample's Hessian is replaced by its PSD part and the linear term
+    rebuilt from it, so the averaged model still has the exact gradient at a single sample
+    and a PSD Hessian (θ² with θ = atan2(s, c) has an indefinite Hessian off the axis)."""
+    def cost(x, u, t):
+        return jnp.arctan2(x[1], x[0]) ** 2 + 0.001 * u[0] ** 2
+
+    states = jnp.asarray([[[np.cos(2.0), np.sin(2.0)], [1.0, 0.0]]])  # N = 1, T = 1
+    actions = jnp.asarray([[[0.3]]])
+    z = jnp.concatenate([states[0, 0], actions[0, 0]])
+    C, c, _ = lg.expand_cost(cost, states, actions)
+    assert np.linalg.eigvalsh(np.asarray(C[0])).min() < -0.1  # indefinite without
+    Cp, cp, _ = lg.expand_cost(cost, states, actions, psd=True)
+    assert np.linalg.eigvalsh(np.asarray(Cp[0])).min() >= -1e-9
+    grad = jax.grad(lambda z: cost(z[:2], z[2:], 0))(z)
+    np.testing.assert_allclose(Cp[0] @ z + cp[0], grad, atol=1e-9)  # ∇ of the model at z
