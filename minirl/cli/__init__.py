@@ -8,6 +8,7 @@
     minirl compare DIR [DIR ...] --out compare.png
     minirl plan PLANNER --env ENV_ID --seeds S --out DIR [--set option=value ...]
     minirl sweep ALGO --env ENV_ID --grid lr=1e-4,3e-4 --grid env.gravity=9.8,3.7 --seeds S
+    minirl distill RUN_DIR [RUN_DIR ...] --out DIR [--steps N] [--seed S] [--set field=value ...]
     minirl list
 
 ``--set env.FIELD=V`` (and ``--grid env.FIELD=V1,V2``) change the environment's parameters.
@@ -148,6 +149,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("dirs", nargs="+", metavar="DIR", help="run or sweep directories")
     compare.add_argument("--out", default="compare.png", help="the figure (default compare.png)")
+
+    distill = commands.add_parser(
+        "distill", help="distil trained teachers (one env each) into one student network"
+    )
+    distill.add_argument(
+        "dirs", nargs="+", metavar="RUN_DIR",
+        help="run directories written by `minirl train` with discrete actions (dqn, soft_q, "
+        "ppo, trpo), one per task",
+    )
+    distill.add_argument("--out", required=True, help="output directory")
+    distill.add_argument("--steps", type=int, help="env steps per task (config total_steps)")
+    distill.add_argument("--seed", type=int, default=0, help="PRNG seed of the student")
+    distill.add_argument(
+        "--episodes", type=int, default=32,
+        help="greedy episodes of the teacher, the student and a random policy per task for "
+        "the summary (default 32)",
+    )
+    distill.add_argument(
+        "--chunks", type=int, default=50,
+        help="number of jitted chunks (progress and checkpoint points; default 50)",
+    )
+    distill.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=VALUE",
+        help="override a distill config field (e.g. temperature=0.01); repeatable",
+    )
 
     commands.add_parser("list", help="algorithms, planners and environments")
     return parser

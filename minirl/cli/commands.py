@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from minirl.cli import UsageError
+from minirl.cli import UsageError, output
 from minirl.core.config import ConfigError
 
 # ----------------------------------------------------------------------------- parsing
@@ -181,6 +181,8 @@ def cmd_eval(args: argparse.Namespace, argv: list[str] | None) -> int:
 
     _check_counts(args, "episodes")
     meta = runner.read_metadata(args.dir)
+    if meta["algo"] == "distill":
+        return _eval_distilled(args)
     algo = _algorithm(meta["algo"])
     env, env_params = _recorded_env(meta)
     run, returns = runner.evaluate_run(args.dir, algo, env, env_params, args.episodes,
@@ -198,6 +200,22 @@ def cmd_eval(args: argparse.Namespace, argv: list[str] | None) -> int:
         frames = animation.write_gif(algo, run.config, env, env_params, run.state.learner.params,
                                      run.env_id, args.gif, seed=args.seed)
         print(f"wrote {args.gif} ({frames} frames, seed {run.seed}'s greedy episode)")
+    return 0
+
+
+def _eval_distilled(args: argparse.Namespace) -> int:
+    """``minirl eval`` of a student written by ``minirl distill``: greedy returns per task."""
+    from minirl import distill
+
+    if args.gif:
+        raise UsageError("--gif is not available for a distilled student (several envs)")
+    meta, returns = distill.evaluate_run(args.dir, args.episodes, args.seed)
+    print(f"greedy returns over {args.episodes} episodes, distilled student "
+          f"(seed {meta['seed']}), per task:")
+    for entry, row in zip(meta["tasks"], returns):
+        print(f"  {entry['env']}: mean {row.mean():.1f}  (min {row.min():.1f}, "
+              f"max {row.max():.1f}; teacher {entry['teacher_algo']} from "
+              f"{entry['teacher_run']})")
     return 0
 
 
@@ -314,6 +332,76 @@ def cmd_compare(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- distill
+
+
+def cmd_distill(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from minirl import configs, distill
+
+    _check_counts(args, "steps", "episodes", "chunks")
+    changes, env_changes = configs.parse_sets(distill.Config, args.set)
+    if env_changes:
+        raise UsageError("--set env.FIELD is not available for distill: each teacher's env is "
+                         "rebuilt as its run recorded it")
+    config = configs.make(distill, None, args.steps, changes)
+    progress = _DistillProgress(
+        f"distilling {len(args.dirs)} teacher(s) into one student: {config.total_steps:,} env "
+        f"steps per task → {args.out} (compiling, then running)"
+    )
+    run = distill.run(args.dirs, args.out, config, seed=args.seed, episodes=args.episodes,
+                      report=progress, target_chunks=args.chunks)
+    _print_distilled(run.summary)
+    print(f"wrote {args.out}/summary.json, metrics.csv, curve.png, {distill.CHECKPOINT}")
+    return 0
+
+
+class _DistillProgress(output.Progress):
+    """``minirl train``'s progress line with one recent return per task, and the student's
+    agreement with the teachers' argmax over the last chunk's batches."""
+
+    def __init__(self, header: str):
+        super().__init__(header, unit="task")
+        self.names: list[str] = []
+
+    def line(self, history: list, wall: float, seeds: int, total: int) -> str:
+        from minirl import distill
+
+        steps = history[-1]["env_steps"]
+        rate = steps * len(self.names) / max(wall, 1e-9)
+        width = 28
+        filled = int(width * steps / max(total, 1))
+        recent = distill.recent_returns(history, len(self.names))
+        returns = " | ".join(f"{name} {value:8.1f}" for name, value in zip(self.names, recent))
+        return (f"[{'#' * filled}{'.' * (width - filled)}] {steps:>9,}/{total:,} env steps/task "
+                f"| {rate:>10,.0f} steps/s | {returns} | agreement "
+                f"{history[-1].get('agreement', float('nan')):.3f} | {wall:6.1f}s")
+
+    def __call__(self, run) -> None:
+        self.names = run.task_names
+        super().__call__(run)
+
+
+def _print_distilled(summary: dict, stream=None) -> None:
+    """Per task: the teacher's, the student's and a random policy's greedy returns, and the
+    normalised score (student − random) / (teacher − random)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"distilled student (seed {summary['seed']}), greedy returns over "
+                        f"{summary['eval_episodes']} episodes")
+    for column in ("task", "teacher", "student", "random", "(s − r) / (t − r)"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for entry in summary["tasks"]:
+        score = entry["normalised_return"]
+        table.add_row(f"{entry['env']} ({entry['teacher_algo']})",
+                      f"{entry['teacher_return']:.1f}", f"{entry['student_return']:.1f}",
+                      f"{entry['random_return']:.1f}",
+                      "nan" if score is None else f"{score:.3f}")
+    console = Console(file=stream or sys.stdout, width=100)
+    console.print(table)
+    console.print(f"{summary['steps']:,} env steps per task in {summary['wall_seconds']:.1f}s")
+
+
 # ----------------------------------------------------------------------------- list
 
 
@@ -369,5 +457,6 @@ COMMANDS = {
     "plan": cmd_plan,
     "sweep": cmd_sweep,
     "compare": cmd_compare,
+    "distill": cmd_distill,
     "list": cmd_list,
 }
