@@ -55,7 +55,14 @@ handle like every other field. The agent's config is built from mbpo's fields: i
 mbpo's own fields (the last three leaves, swept like any other), its update count per call
 is ``updates_per_step``, and any other field of the agent is set by ``agent_options``
 (``("target_entropy_per_dim=-0.5",)``, ``--set agent_options=exploration_noise=0.2``).
-``learn`` on N-step windows (dqn, soft_q: the agents with a ``Batch``) gets one-step windows.
+
+**N-step windows.** An agent that learns from windows (dqn, soft_q: it defines a ``Batch``)
+can take ``n_step`` = N > 1: a real item is then N consecutive real steps of one env, and a
+model item N consecutive steps of one branched rollout, started at each of its first k steps
+and acted by the agent's current policy, so that the model supplies the N-step targets of
+model-based value expansion (Feinberg et al., 2018) and the real windows those of the agent's
+own replay (``off_policy_correction="none"``). Other agents take the one-step windows' steps.
+
 The real env and the rollouts act with the agent's exploring ``act``: SAC samples its
 policy, TD3 and DDPG add their noise, DQN is ε-greedy at its final ε (``epsilon_end``; the
 ε schedule of DQN's own ``step`` is not used).
@@ -89,7 +96,10 @@ MODELS = ("probabilistic", "deterministic", "true")
 AGENTS = ("sac", "td3", "ddpg", "naf", "qt_opt", "soft_q", "dqn")  # minirl's off-policy learners
 AGENT_FIELDS = ("total_steps", "num_envs", "rollout_steps", "gradient_steps", "buffer_size",
                 "batch_size", "learning_starts", "hidden", "learning_rate", "gamma", "tau")
-"""Fields of the agent's config that mbpo sets itself (agent_options may not)."""
+"""Fields every agent's config must have; mbpo sets them itself."""
+SET_BY_MBPO = (*AGENT_FIELDS, "n_step")
+"""Fields of the agent's config that mbpo sets (``n_step`` where the agent has it), so
+``agent_options`` may not."""
 
 
 class Config(eqx.Module):
@@ -104,6 +114,7 @@ class Config(eqx.Module):
     num_envs: int = eqx.field(static=True, default=1)  # parallel real environments
     refit_every: int = eqx.field(static=True, default=250)  # K real steps (per env) per fit
     updates_per_step: int = eqx.field(static=True, default=20)  # G agent updates per step
+    n_step: int = eqx.field(static=True, default=1)  # N: window length (agents with a Batch)
     rollouts_per_step: int = eqx.field(static=True, default=400)  # N branched rollouts
     rollout_schedule: tuple[int, ...] = eqx.field(static=True, default=(20, 100, 1, 1))
     epoch_length: int = eqx.field(static=True, default=1_000)  # real steps per schedule epoch
@@ -131,7 +142,7 @@ class Config(eqx.Module):
 
     def __check_init__(self) -> None:
         for name in ("total_steps", "num_envs", "refit_every", "updates_per_step",
-                     "rollouts_per_step", "epoch_length", "model_retain", "buffer_size",
+                     "n_step", "rollouts_per_step", "epoch_length", "model_retain", "buffer_size",
                      "batch_size", "ensemble_size", "num_elites", "fit_updates",
                      "model_batch_size", "max_holdout"):
             check_positive_int(name, getattr(self, name))
@@ -176,17 +187,21 @@ class Config(eqx.Module):
                       batch_size=self.batch_size, learning_starts=self.learning_starts,
                       hidden=self.hidden, learning_rate=self.learning_rate, gamma=self.gamma,
                       tau=self.tau)
+        if self.n_step != 1 and not hasattr(module, "Batch"):
+            raise ConfigError(f"n_step={self.n_step} needs an agent that learns from N-step "
+                              f"windows (dqn, soft_q); agent={self.agent!r} takes one-step "
+                              "transitions, so n_step must be 1")
+        if hasattr(module, "Batch"):
+            fields["n_step"] = self.n_step
         try:
             config = module.Config(**fields, **options)
         except ConfigError as error:
             raise ConfigError(f"agent={self.agent!r}: {error}") from None
-        if getattr(config, "n_step", 1) != 1:
-            raise ConfigError(f"agent_options n_step={config.n_step} is not allowed; mbpo "
-                              "trains on one-step transitions (n_step=1)")
         if getattr(config, "off_policy_correction", "none") != "none":
             raise ConfigError(f"agent_options off_policy_correction="
-                              f"{config.off_policy_correction!r} is not allowed; with one-step "
-                              "transitions every correction is the plain target ('none')")
+                              f"{config.off_policy_correction!r} is not allowed; mbpo's windows "
+                              "carry no behaviour probabilities, so the target is the plain "
+                              "N-step one ('none')")
         return config
 
     @property
@@ -248,21 +263,21 @@ PRESETS: dict[str, dict[str, Any]] = {
                         rollouts_per_step=100, buffer_size=50_000, hidden=(64, 64),
                         learning_rate=1e-3, model_hidden=(64, 64), fit_updates=300,
                         model_batch_size=128),
-    # Not yet at the issue's goal (≥ 400 in 30k real steps; no learning test): from first
-    # seed 100, median 174.8 with real_ratio 0.05 (a plateau near 170 after 3k steps) and
-    # 293.4 [382.4, 369.0, 217.8, 210.5] with 0.5, still rising at 30k; about 3 minutes per
-    # 4-seed run. Also tried from first seed 100 (2026-12-07): 4 updates per step 302.3
-    # [67.8, 126.4, 500, 478.3]; 8: 127.1; DQN's CartPole schedule (learning rate annealed
-    # to 0, ε 0.01) 274.9, with 4 updates 344.4 [500, 17.4, 270.4, 418.4], with a target
-    # period of 1000 246.2, with Polyak targets (τ 0.005) 88.1; and the true env as the
-    # model, 330.6 [352.4, 308.8, 500, 226.9]: even exact model data leaves DQN short here,
-    # so the shortfall is the one-step DQN agent's (seeds collapse or stall), not the
-    # model's. Untried: DQN's 3-step returns (mbpo trains on one-step transitions).
-    "CartPole-v1": dict(agent="dqn", total_steps=30_000, refit_every=1_000,
-                        learning_starts=1_000, updates_per_step=2, rollouts_per_step=100,
-                        real_ratio=0.5, buffer_size=50_000, hidden=(64, 64),
-                        learning_rate=5e-4, model_hidden=(64, 64), fit_updates=300,
-                        model_batch_size=128),
+    # Checked by tests/model_based/test_mbpo_learning.py (CartPole, 30k real steps, 4 seeds,
+    # ≥ 400; DQN alone needs about 100k). DQN's own CartPole recipe carried over: 3-step
+    # windows (n_step; real windows from D_env, model windows from the branched rollouts),
+    # the learning rate annealed to 0 and ε → 0.01. From first seed 100 (tuning,
+    # 2026-12-07, about 2.5 minutes per 4-seed run): median 480.0 [470.3, 310.6, 489.7,
+    # 500]; one-step windows stalled near 300 (293.4 with real_ratio 0.5, 174.8 with 0.05;
+    # the true env as the model 330.6), 3-step windows alone (constant learning rate,
+    # ε → 0.05) 415.0, and this recipe with 4 updates per step 356.8 (solved by 12k real
+    # steps, then two seeds collapsed).
+    "CartPole-v1": dict(agent="dqn", n_step=3,
+                        agent_options=("learning_rate_end_factor=0.0", "epsilon_end=0.01"),
+                        total_steps=30_000, refit_every=1_000, learning_starts=1_000,
+                        updates_per_step=2, rollouts_per_step=100, real_ratio=0.5,
+                        buffer_size=50_000, hidden=(64, 64), learning_rate=5e-4,
+                        model_hidden=(64, 64), fit_updates=300, model_batch_size=128),
 }
 
 
@@ -314,8 +329,8 @@ def parse_agent_options(agent: str, options: tuple[str, ...], config_cls: type) 
             raise ConfigError(f"agent_options entry {text!r} must look like field=value")
         if name not in fields:
             raise ConfigError(f"agent_options: unknown field {name!r} for agent={agent!r}; "
-                              f"fields: {', '.join(f for f in fields if f not in AGENT_FIELDS)}")
-        if name in AGENT_FIELDS:
+                              f"fields: {', '.join(f for f in fields if f not in SET_BY_MBPO)}")
+        if name in SET_BY_MBPO:
             raise ConfigError(f"agent_options: {name} is set by mbpo (its own field "
                               f"{'updates_per_step' if name == 'gradient_steps' else name})")
         default = fields[name].default
@@ -334,14 +349,31 @@ def parse_agent_options(agent: str, options: tuple[str, ...], config_cls: type) 
     return out
 
 
-def agent_batch(agent: ModuleType, transitions: rollout.Transition) -> Any:
-    """A batch of one-step transitions ``[B]`` as the agent's ``learn`` takes it: the
-    transitions themselves, or, for an agent that learns from N-step windows (it defines a
-    ``Batch(transitions, valid)``: dqn, soft_q), windows of one step each."""
+class Batch(eqx.Module):
+    """Windows of N consecutive steps, leaves ``[B, N, ...]``; ``valid [B, N]`` is False for
+    a real window's items past the newest real step (a model window is all valid). An
+    episode end inside a window is in its ``terminated``/``truncated``: the agent's N-step
+    target stops there."""
+
+    transitions: rollout.Transition
+    valid: jax.Array
+
+
+def windows_of(transitions: rollout.Transition) -> Batch:
+    """One-step transitions ``[B]`` as windows of one step each."""
+    return Batch(jax.tree.map(lambda x: x[:, None], transitions),
+                 jnp.ones((*transitions.reward.shape, 1), bool))
+
+
+def agent_batch(agent: ModuleType, batch: Batch | rollout.Transition) -> Any:
+    """A batch as the agent's ``learn`` takes it: for an agent that learns from N-step
+    windows (it defines a ``Batch(transitions, valid)``: dqn, soft_q) the windows, else the
+    windows' single steps (``n_step`` is 1 for those agents)."""
+    if isinstance(batch, rollout.Transition):
+        batch = windows_of(batch)
     if hasattr(agent, "Batch"):
-        windows = jax.tree.map(lambda x: x[:, None], transitions)
-        return agent.Batch(windows, jnp.ones((*transitions.reward.shape, 1), bool))
-    return transitions
+        return agent.Batch(batch.transitions, batch.valid)
+    return jax.tree.map(lambda x: x[:, 0], batch.transitions)
 
 
 # ----------------------------------------------------------------------------- state
@@ -372,7 +404,7 @@ class RealStep(eqx.Module):
 class State(eqx.Module):
     learner: Learner
     buffer: replay.ReplayBuffer  # D_env: RealStep items, time-major across num_envs streams
-    model_buffer: replay.ReplayBuffer  # D_model: Transition items from branched rollouts
+    model_buffer: replay.ReplayBuffer  # D_model: windows of N steps of branched rollouts
     env: rollout.EnvCarry
     key: jax.Array
     env_steps: jax.Array  # int32: real env steps collected so far (all envs)
@@ -424,18 +456,20 @@ def init(
     example = rollout.example_transition(env_carry.obs[0], action)
     env_state = (jax.tree.map(lambda x: x[0], env_carry.env_state) if config.model == "true"
                  else None)
+    window = jax.tree.map(lambda x: jnp.stack([x] * config.n_step), example)
     return State(learner, replay.init(config.buffer_size, RealStep(example, env_state)),
-                 replay.init(config.model_buffer_size, example), env_carry, key,
+                 replay.init(config.model_buffer_size, window), env_carry, key,
                  jnp.zeros((), jnp.int32))
 
 
 # ----------------------------------------------------------------------------- learn
 
 
-def learn(learner: Learner, batch: rollout.Transition, config: Config
+def learn(learner: Learner, batch: Batch | rollout.Transition, config: Config
           ) -> tuple[Learner, dict[str, jax.Array]]:
-    """One update of the agent on a batch of transitions (leaves ``[B, ...]``, real, model
-    or mixed): the agent's own ``learn``. The model is untouched (:func:`fit_model`)."""
+    """One update of the agent on a batch (real, model or mixed): windows of ``n_step``
+    steps (:class:`Batch`, leaves ``[B, N, ...]``) or one-step transitions (leaves
+    ``[B, ...]``): the agent's own ``learn``. The model is untouched (:func:`fit_model`)."""
     agent = config.agent_module
     agent_learner, metrics = agent.learn(_merge(learner), agent_batch(agent, batch),
                                          config.agent_config)
@@ -548,7 +582,9 @@ def model_rollouts(key: jax.Array, learner: Learner, buffer: replay.ReplayBuffer
                    model_buffer: replay.ReplayBuffer, k: jax.Array, config: Config, env: Any,
                    env_params: Any) -> replay.ReplayBuffer:
     """N branched rollouts of length k from states of D_env with the agent's policy, added
-    to D_model (steps past k are computed up to ``max_rollout_length`` and dropped)."""
+    to D_model as the windows of ``n_step`` steps that start at each of the first k steps
+    (a rollout is computed for ``max_rollout_length + n_step − 1`` steps; windows starting
+    at k or later are dropped)."""
     agent, agent_config = config.agent_module, config.agent_config
     n_actions = _num_actions(env, env_params)
     start_key, rollout_key = jax.random.split(key)
@@ -567,31 +603,39 @@ def model_rollouts(key: jax.Array, learner: Learner, buffer: replay.ReplayBuffer
     states, obs = starts(start_key)
     transitions = branched_rollout(
         rollout_key, model_step_fn(learner, config, env, env_params, n_actions), states, obs,
-        policy, starts, config.max_rollout_length)
+        policy, starts, config.max_rollout_length + config.n_step - 1)
+    # windows[t] holds steps t … t+N−1 of every rollout: leaves [k_max, N_rollouts, N, ...]
+    windows = jax.tree.map(
+        lambda x: jnp.stack([x[i:i + config.max_rollout_length] for i in range(config.n_step)],
+                            axis=2), transitions)
 
     def add(buffer, inputs):
-        t, step = inputs
-        buffer = jax.lax.cond(t < k, lambda b: replay.add(b, step), lambda b: b, buffer)
+        t, window = inputs
+        buffer = jax.lax.cond(t < k, lambda b: replay.add(b, window), lambda b: b, buffer)
         return buffer, None
 
     steps = jnp.arange(config.max_rollout_length)
-    return jax.lax.scan(add, model_buffer, (steps, transitions))[0]
+    return jax.lax.scan(add, model_buffer, (steps, windows))[0]
 
 
 def mixed_batches(key: jax.Array, buffer: replay.ReplayBuffer, model_buffer: replay.ReplayBuffer,
-                  num_batches: int, config: Config) -> rollout.Transition:
-    """``num_batches`` batches of ``batch_size`` transitions, leaves ``[G, B, ...]``: item i
-    is drawn from D_env if u_i < real_ratio (u_i ~ U[0, 1)), else from D_model."""
+                  num_batches: int, config: Config) -> Batch:
+    """``num_batches`` batches of ``batch_size`` windows of ``n_step`` steps, leaves
+    ``[G, B, N, ...]``: item i is drawn from D_env if u_i < real_ratio (u_i ~ U[0, 1)), else
+    from D_model. A real window is N consecutive steps of one env (D_env is time-major
+    across the ``num_envs`` streams, so stride ``num_envs``)."""
     count = num_batches * config.batch_size
     real_key, model_key, coin_key = jax.random.split(key, 3)
-    real = replay.sample(buffer, real_key, count).transition
+    real, valid = replay.sample_sequences(buffer, real_key, count, config.n_step,
+                                          stride=config.num_envs)
     imagined = replay.sample(model_buffer, model_key, count)
     is_real = jax.random.uniform(coin_key, (count,)) < config.real_ratio
 
     def mix(r, m):
         return jnp.where(is_real.reshape((count,) + (1,) * (r.ndim - 1)), r, m)
 
-    mixed = jax.tree.map(mix, real, imagined)
+    mixed = Batch(jax.tree.map(mix, real.transition, imagined),
+                  mix(valid, jnp.ones_like(valid)))
     return jax.tree.map(lambda x: x.reshape(num_batches, config.batch_size, *x.shape[1:]),
                         mixed)
 

@@ -161,12 +161,59 @@ def test_model_true_rollouts_are_exact_env_transitions():
     size = int(state.model_buffer.size)
     ready_steps = config.total_steps - config.refit_every  # the first iteration is warm-up
     assert size == ready_steps * config.rollouts_per_step * 2
-    data = jax.tree.map(lambda x: np.asarray(x[:size]), state.model_buffer.data)
+    data = jax.tree.map(lambda x: np.asarray(x[:size, 0]), state.model_buffer.data)
     next_obs, reward = _pendulum_numpy(data.obs, data.action, params)
     np.testing.assert_allclose(data.next_obs, next_obs, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(data.reward, reward, rtol=1e-4, atol=1e-4)
     assert not data.terminated.any()
     np.testing.assert_array_equal(metrics["rollout_length"], [0, 2, 2])
+
+
+@pytest.mark.parametrize("model", ["true", "probabilistic"])
+def test_n_step_model_windows_are_consecutive_steps_of_one_rollout(model):
+    """With ``n_step=3`` each D_model item is 3 consecutive steps of one branched rollout:
+    step j+1 starts where step j ended unless j terminated (then the rollout restarted from
+    a real state), rewards and terminations are CartPole's own (reward 1; the episode ends
+    when |x| > 2.4 or |θ| > 12°), and with the true env the positions follow CartPole's
+    explicit Euler step x' = x + τ ẋ, θ' = θ + τ θ̇ (τ = 0.02) from each window's states."""
+    env, params = envs.make("CartPole-v1")
+    config = mbpo.Config(**{**TINY, "agent": "dqn", "model": model, "n_step": 3,
+                            "rollout_schedule": (0, 1, 2, 2), "model_retain": 3})
+    state, _ = jax.jit(mbpo.train, static_argnums=2)(jax.random.PRNGKey(3), config, env,
+                                                     params)
+    size = int(state.model_buffer.size)
+    assert size == (config.total_steps - config.refit_every) * config.rollouts_per_step * 2
+    w = jax.tree.map(lambda x: np.asarray(x[:size]), state.model_buffer.data)
+    assert w.obs.shape == (size, 3, 4)
+    continues = ~w.terminated[:, :-1]
+    np.testing.assert_array_equal(w.obs[:, 1:][continues], w.next_obs[:, :-1][continues])
+    np.testing.assert_array_equal(w.reward, 1.0)
+    ends = (np.abs(w.next_obs[..., 0]) > 2.4) | (np.abs(w.next_obs[..., 2]) > 12 * np.pi / 360 * 2)
+    np.testing.assert_array_equal(w.terminated, ends)
+    if model == "true":
+        np.testing.assert_allclose(w.next_obs[..., 0], w.obs[..., 0] + 0.02 * w.obs[..., 1],
+                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(w.next_obs[..., 2], w.obs[..., 2] + 0.02 * w.obs[..., 3],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_n_step_real_windows_are_consecutive_steps_of_one_env():
+    """The real part of a mixed batch with ``n_step=3`` and 2 envs: N consecutive steps of
+    one env (stride ``num_envs`` in the time-major D_env), each valid item starting where the
+    previous ended unless that one was an episode end."""
+    env, params = envs.make("CartPole-v1")
+    config = mbpo.Config(**{**TINY, "agent": "dqn", "n_step": 3, "num_envs": 2,
+                            "real_ratio": 1.0, "total_steps": 48})
+    state, _ = jax.jit(mbpo.train, static_argnums=2)(jax.random.PRNGKey(4), config, env,
+                                                     params)
+    batches = mbpo.mixed_batches(jax.random.PRNGKey(5), state.buffer, state.model_buffer, 8,
+                                 config)
+    w = jax.tree.map(np.asarray, batches.transitions)
+    valid = np.asarray(batches.valid)
+    assert w.obs.shape == (8, config.batch_size, 3, 4) and valid[..., 0].all()
+    linked = valid[..., 1:] & ~(w.terminated[..., :-1] | w.truncated[..., :-1])
+    assert linked.any()
+    np.testing.assert_array_equal(w.obs[..., 1:, :][linked], w.next_obs[..., :-1, :][linked])
 
 
 # ----------------------------------------------------------------------------- elites
@@ -253,13 +300,15 @@ def test_the_mixed_batch_holds_real_ratio_real_items_in_expectation(ratio):
     real = replay.add(replay.init(50, mbpo.RealStep(example)), mbpo.RealStep(jax.tree.map(
         lambda x: jnp.broadcast_to(x, (50, *x.shape)), dataclasses.replace(
             example, reward=jnp.ones(())))))
-    model = replay.add(replay.init(70, example), jax.tree.map(
+    window = jax.tree.map(lambda x: x[None], example)  # D_model holds windows (n_step 1)
+    model = replay.add(replay.init(70, window), jax.tree.map(
         lambda x: jnp.broadcast_to(x, (70, *x.shape)), dataclasses.replace(
-            example, reward=-jnp.ones(()))))
+            window, reward=-jnp.ones((1,)))))
     batches = jax.jit(lambda k: mbpo.mixed_batches(k, real, model, 200, config))(
         jax.random.PRNGKey(7))
-    assert batches.reward.shape == (200, 64)
-    values = np.asarray(batches.reward)
+    assert batches.transitions.reward.shape == (200, 64, 1)
+    assert bool(np.all(batches.valid))
+    values = np.asarray(batches.transitions.reward)
     assert set(np.unique(values)) <= {-1.0, 1.0}
     n = values.size
     share = np.mean(values == 1.0)
@@ -351,7 +400,9 @@ def test_every_off_policy_agent_trains_inside_mbpo(agent, env_id):
     (dict(agent_options=("alpha_init=abc",)), "alpha_init='abc' is not a valid float"),
     (dict(agent_options=("alpha_init",)), "must look like field=value"),
     (dict(agent_options=("alpha_init=-1",)), "agent='sac': alpha_init=-1 is out of range"),
-    (dict(agent="dqn", agent_options=("n_step=3",)), "n_step=3 is not allowed"),
+    (dict(agent="dqn", agent_options=("n_step=3",)), "n_step is set by mbpo"),
+    (dict(agent="sac", n_step=3), "n_step=3 needs an agent that learns from N-step windows"),
+    (dict(agent="dqn", n_step=0), "n_step"),
     (dict(rollout_schedule=(5, 5, 1, 1)), "rollout_schedule=(5, 5, 1, 1) is out of range"),
     (dict(rollout_schedule=(1, 2, 3)), "must be four integers"),
     (dict(num_elites=4), "num_elites=4 exceeds ensemble_size=3"),

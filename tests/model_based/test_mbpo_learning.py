@@ -54,3 +54,16 @@ def test_mbpo_with_the_true_env_learns_at_least_as_well_as_its_agent_alone():
     print(f"Pendulum-v1 {steps} real steps: mbpo model=true {np.round(with_model, 1)}, "
           f"sac alone {np.round(alone, 1)}")
     assert np.median(with_model) >= np.median(alone), (with_model, alone)
+
+
+def test_mbpo_dqn_learns_cartpole_in_30k_real_steps():
+    """``agent=dqn`` with 3-step windows on CartPole-v1 (the preset; DQN alone needs about
+    100k real steps for 400, README's learning table)."""
+    env, env_params = envs.make("CartPole-v1")
+    config = mbpo.Config(**mbpo.preset("CartPole-v1"))
+    assert config.agent == "dqn" and config.total_steps <= 30_000
+    finals = train_seeds(mbpo, config, env, env_params)
+    print(f"mbpo agent=dqn CartPole-v1 {config.total_steps}: final returns "
+          f"{np.round(finals, 1)}")
+    assert np.median(finals) >= 400.0, finals
+
