@@ -192,7 +192,8 @@ class State(eqx.Module):
     env_steps: jax.Array  # int32: real env steps of the learning samples
 
 
-def _vector(x: jax.Array) -> jax.Array:
+def vector(x: jax.Array) -> jax.Array:
+    """An observation as a float32 vector (the controllers' x)."""
     return jnp.reshape(x, (-1,)).astype(jnp.float32)
 
 
@@ -205,11 +206,28 @@ def init(
     if network is not None:
         raise ConfigError("network is not used by lqr_flm (its controllers are "
                           "time-varying linear-Gaussian); leave it None")
-    rollout.require_action_kind(env, env_params, ACTION_KIND, "lqr_flm")
+    condition_key, key = jax.random.split(key)
+    conditions, env_carry, params = local_controllers(condition_key, config, env, env_params,
+                                                      "lqr_flm")
+    zeros = jnp.zeros((config.num_conditions,), jnp.float32)
+    learner = Learner(params, jnp.ones((config.num_conditions,), jnp.float32),
+                      Estimate(zeros, zeros), jnp.zeros((), jnp.int32))
+    reference = reference_returns(env, env_params, env_carry.env_state, config)
+    return State(learner, env_carry, conditions, reference, key, jnp.zeros((), jnp.int32))
+
+
+def local_controllers(key: jax.Array, config: Any, env: Any, env_params: Any, name: str
+                      ) -> tuple[jax.Array, rollout.EnvCarry, Params]:
+    """``config.num_conditions`` conditions (reset keys split from ``key``), their reset
+    states, and zero-mean controllers with variance ``config.init_var`` over
+    ``config.horizon`` steps, with the env's known reward; ConfigError (naming ``name``,
+    the learner) for an env without continuous actions, vector observations or a known
+    reward, or a horizon past the episode limit. What LQR-FLM and GPS start from."""
+    rollout.require_action_kind(env, env_params, ACTION_KIND, name)
     reward_fn = rewards.state_action_reward(env)
     obs_shape = rollout.observation_shape(env, env_params)
     if len(obs_shape) != 1:
-        raise ConfigError(f"env observation shape {obs_shape}: lqr_flm needs vector "
+        raise ConfigError(f"env observation shape {obs_shape}: {name} needs vector "
                           "observations")
     limit = getattr(env_params, "max_steps_in_episode", None)
     if limit is not None and not isinstance(limit, jax.core.Tracer) and (
@@ -219,10 +237,9 @@ def init(
     n = obs_shape[0]
     m = math.prod(rollout.action_shape(env, env_params))
     low, high = rollout.action_bounds(env, env_params)
-    condition_key, key = jax.random.split(key)
-    conditions = jax.random.split(condition_key, config.num_conditions)
+    conditions = jax.random.split(key, config.num_conditions)
     obs, env_state = jax.vmap(env.reset, in_axes=(0, None))(conditions, env_params)
-    obs = jax.vmap(_vector)(obs)
+    obs = jax.vmap(vector)(obs)
     env_carry = rollout.EnvCarry(env_state, obs, rollout.EpisodeStats.zeros(
         config.num_conditions))
     C, T = config.num_conditions, config.horizon
@@ -231,11 +248,7 @@ def init(
         jnp.broadcast_to(config.init_var * jnp.eye(m, dtype=jnp.float32), (C, T, m, m)))
     params = Params(controllers, obs, low.reshape(-1), high.reshape(-1), env_params,
                     reward_fn)
-    zeros = jnp.zeros((C,), jnp.float32)
-    learner = Learner(params, jnp.ones((C,), jnp.float32), Estimate(zeros, zeros),
-                      jnp.zeros((), jnp.int32))
-    reference = reference_returns(env, env_params, env_state, config)
-    return State(learner, env_carry, conditions, reference, key, jnp.zeros((), jnp.int32))
+    return conditions, env_carry, params
 
 
 def reference_returns(env: Any, env_params: Any, env_states: Any, config: Config
@@ -413,7 +426,7 @@ def rollouts(key: jax.Array, env: Any, env_params: Any, env_states: Any, obs: ja
             v, u = controller(act_key, c, t, x)
             _, state, reward, _, _, info = env.step(env_key, state, u.reshape(
                 rollout.action_shape(env, env_params)), env_params)
-            x_next = _vector(info["final_observation"])
+            x_next = vector(info["final_observation"])
             return (state, x_next), (x, v, jnp.asarray(reward, jnp.float32))
 
         (_, x_T), (xs, vs, rs) = jax.lax.scan(
@@ -482,7 +495,7 @@ def train(
 def initial_memory(params: Params, obs: jax.Array, config: Config) -> jax.Array:
     """(condition, t = 0) at an episode's first observation: the condition whose initial
     observation is nearest."""
-    distance = jnp.sum(jnp.square(params.initial_obs - _vector(obs)), axis=-1)
+    distance = jnp.sum(jnp.square(params.initial_obs - vector(obs)), axis=-1)
     return jnp.stack([jnp.argmin(distance), 0]).astype(jnp.int32)
 
 
@@ -494,7 +507,7 @@ def act_with_memory(
     remembered time (the last gains after ``horizon``); returns the action and (c, t + 1)."""
     memory = jnp.where(first, initial_memory(params, obs, config), memory)
     c, t = memory[0], jnp.minimum(memory[1], config.horizon - 1)
-    _, u = controller_of(params, noise=not deterministic)(key, c, t, _vector(obs))
+    _, u = controller_of(params, noise=not deterministic)(key, c, t, vector(obs))
     return u.reshape(params.low.shape), memory + jnp.array([0, 1], jnp.int32)
 
 
