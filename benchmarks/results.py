@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-ORDER = ("dqn", "ppo", "sac", "model_based", "flops", "planning", "sweep", "cores")  # section order
+ORDER = ("dqn", "ppo", "sac", "model_based", "local_policies", "flops", "planning", "sweep",
+         "cores")  # section order
 HEADER = (
     "# minirl benchmarks\n\n"
     "Measured, not asserted: every number is wall-clock time on the machine named in its\n"

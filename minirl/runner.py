@@ -117,6 +117,9 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+REFERENCE = "reference_return"  # a learner's reference return, per seed (lqr_flm)
+
+
 def summarise_chunk(state: Any, metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
     """One run's chunk (metrics leaves ``[chunk]``): pooled episode sums, the last env-step
     count, means of the learner diagnostics, and ``nonfinite`` = 1 when a metric or the
@@ -223,8 +226,18 @@ class Run:
             "devices": self.devices,
             "chunks": self.target_chunks or len(self.chunks),
             **self._evaluation_summary(),
+            **self._reference_summary(),
             "config": configs.to_json(self.config),
         }
+
+    def _reference_summary(self) -> dict[str, Any]:
+        """``reference_returns``: per seed, the learner's own ``reference_return`` metric (a
+        planner's return on the true model from the same conditions, e.g. lqr_flm's iLQR),
+        for learners that report one."""
+        if not self.history or REFERENCE not in self.history[-1]:
+            return {}
+        return {"reference_returns": [results.json_float(x)
+                                      for x in self.history[-1][REFERENCE]]}
 
     def _evaluation_summary(self) -> dict[str, Any]:
         if not self.evaluates:

@@ -108,7 +108,7 @@ def test_list_shows_algorithms_and_envs(capsys):
 def test_every_algorithm_of_the_issues_is_on_the_command_line(capsys):
     names = {"dqn", "ppo", "trpo", "qt_opt", "naf", "ddpg", "td3", "soft_q", "sac"}
     assert set(ALGORITHMS) == names
-    assert set(LEARNERS) == {"pets", "planet", "mbpo", "bptt"}
+    assert set(LEARNERS) == {"pets", "planet", "mbpo", "bptt", "lqr_flm", "gps"}
     assert cli.main(["list"]) == 0
     listed = capsys.readouterr().out
     assert all(f"  {name} " in listed for name in names | set(LEARNERS))

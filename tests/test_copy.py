@@ -35,6 +35,8 @@ RECIPE = {
     "mbpo": ["model_based/dynamics.py", "model_based/model_env.py", "model_based/rewards.py",
              "algos/sac.py"],
     "bptt": ["model_based/dynamics.py", "model_based/rewards.py"],
+    "lqr_flm": ["model_based/rewards.py", "planning/"],
+    "gps": ["model_based/lqr_flm.py", "model_based/rewards.py", "planning/"],
 }
 
 

@@ -416,7 +416,7 @@ def first_sentence(doc: str | None) -> str:
 
 def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
     from minirl import envs
-    from minirl.planning.mpc import PLANNERS
+    from minirl.planning.mpc import PLANNERS, VECTOR_FIELDS
 
     algorithms = _algorithms()
     print("algorithms (minirl train / sweep):")
@@ -429,9 +429,11 @@ def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
         kind = envs.kind(env_id)
         pixels = env_id.endswith(envs.PIXELS)
         # OBSERVATIONS: "pixels" (learns from images only), "vectors" (state vectors only)
+        # ENVS: the only envs a learner can run on (a known reward of (obs, action): lqr_flm)
         fits = [n for n, m in algorithms.items()
                 if getattr(m, "ACTION_KIND", "both") in (kind, "both") and kind != "unavailable"
-                and getattr(m, "OBSERVATIONS", "any") in ("any", "pixels" if pixels else "vectors")]
+                and getattr(m, "OBSERVATIONS", "any") in ("any", "pixels" if pixels else "vectors")
+                and env_id in getattr(m, "ENVS", (env_id,))]
         marked = []
         for n in fits:
             why = getattr(algorithms[n], "CANNOT_LEARN", {}).get(env_id)
@@ -447,7 +449,8 @@ def cmd_list(args: argparse.Namespace, argv: list[str] | None) -> int:
     print("planners (minirl plan): name, the envs it plans in")
     for name, (needs, _) in PLANNERS.items():
         print(f"  {name:<16} {needs} action spaces" if needs != "differentiable"
-              else f"  {name:<16} envs with differentiable transitions (Pendulum-v1)")
+              else f"  {name:<16} envs with differentiable transitions "
+              f"({', '.join(VECTOR_FIELDS)})")
     return 0
 
 

@@ -9,9 +9,12 @@
   (a latent state-space model learned from pixels, CEM in latent space), ``mbpo``
   (any off-policy learner trained on short model rollouts branched from real states) and
   ``bptt`` (a policy trained by backpropagating the return through a differentiable model:
-  the env's own step or a learned ensemble).
+  the env's own step or a learned ensemble), ``lqr_flm`` (time-varying linear-Gaussian
+  controllers improved by LQR on locally fitted dynamics under a KL bound) and ``gps``
+  (mirror-descent guided policy search: a global network trained from LQR-FLM controllers).
 """
 
-from . import bptt, mbpo, pets, planet
+from . import bptt, gps, lqr_flm, mbpo, pets, planet
 
-LEARNERS = {"pets": pets, "planet": planet, "mbpo": mbpo, "bptt": bptt}
+LEARNERS = {"pets": pets, "planet": planet, "mbpo": mbpo, "bptt": bptt, "lqr_flm": lqr_flm,
+            "gps": gps}

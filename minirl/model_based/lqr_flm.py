@@ -81,6 +81,7 @@ from . import rewards
 
 ACTION_KIND = "continuous"
 OBSERVATIONS = "vectors"
+ENVS = tuple(rewards.STATE_ACTION)  # the registered envs with a known reward of (obs, action)
 
 
 class Config(eqx.Module):
@@ -143,7 +144,20 @@ def _concrete(value: Any) -> bool:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # Does not swing up (tests/model_based/test_lqr_flm_learning.py, xfail: about −1290
+    # against the iLQR reference's −156).
     "Pendulum-v1": dict(reference_iterations=200),
+    # Reaching (tests/model_based/test_lqr_flm_learning.py): 4 conditions × 5 rollouts × 100
+    # steps, 20 iterations. From first seed 100 (tuning, 2026-12-07): median 56.9 against
+    # the reference's 70.2 (81 %); also tried kl_step 1.0 (49.2), init_var 0.3 (55.5), 10
+    # rollouts per condition with 80k steps (55.1), no PSD projection (42.8).
+    "Reacher-misc": dict(horizon=100, total_steps=40_000, reference_iterations=50),
+}
+
+
+CANNOT_LEARN: dict[str, str] = {
+    "Pendulum-v1": "the controllers settle near the passive swing (median about −1290 from "
+                   "their conditions against iLQR's −156 on the true model): no swing-up",
 }
 
 

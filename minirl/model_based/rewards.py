@@ -131,7 +131,26 @@ def pendulum_state_action_reward(obs: jax.Array, action: jax.Array, env_params: 
     return pendulum_reward(obs, action, obs, env_params)
 
 
-STATE_ACTION: dict[str, StateActionReward] = {"Pendulum-v1": pendulum_state_action_reward}
+def reacher_state_action_reward(obs: jax.Array, action: jax.Array, env_params: Any
+                                ) -> jax.Array:
+    """gymnax's Reacher-misc reward as a function of (obs, action): its step integrates
+    θ̇' = θ̇ + dt·scale·a, θ' = θ + dt·θ̇' (semi-implicit Euler, no clipping) and rewards the
+    *next* state, exp(−|p(θ') − g|²) with the tip p(θ) = (Σ_j cos θ_j, Σ_j sin θ_j) and the
+    goal g; obs = [cos θ, sin θ, θ̇, g] with J joints (J = (dim obs − 2) / 3). The next
+    angles' cosines and sines follow from the observed ones by the angle-sum formulas, so
+    no angle is unwrapped."""
+    joints = (obs.shape[-1] - 2) // 3
+    cos, sin = obs[:joints], obs[joints:2 * joints]
+    velocity = obs[2 * joints:3 * joints]
+    goal = obs[3 * joints:]
+    delta = env_params.dt * (velocity + env_params.dt * env_params.torque_scale * action)
+    tip = jnp.stack([jnp.sum(cos * jnp.cos(delta) - sin * jnp.sin(delta)),
+                     jnp.sum(sin * jnp.cos(delta) + cos * jnp.sin(delta))])
+    return jnp.exp(-jnp.sum(jnp.square(tip - goal)))
+
+
+STATE_ACTION: dict[str, StateActionReward] = {"Pendulum-v1": pendulum_state_action_reward,
+                                              "Reacher-misc": reacher_state_action_reward}
 """env name → r(obs, action, env_params) for envs whose known reward does not read the next
 observation and which never terminate: what trajectory optimisers with a known cost c(x, u)
 = −r (LQR-FLM, GPS) need. Add an entry for your own env."""

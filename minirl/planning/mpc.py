@@ -17,12 +17,14 @@ steps that do not auto-reset: :func:`step_without_reset` uses gymnax's ``step_en
 matters after the episode ended, where everything is masked).
 """
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..core import rollout
 from ..core.config import ConfigError, check_choice, check_positive_int
@@ -157,7 +159,8 @@ def cost_model(env: Any, env_params: Any) -> shooting.Step:
 def vector_model(env: Any, env_params: Any, fields: tuple[str, ...]):
     """``(dynamics(x, v, t), cost(x, v, t), to_vector, from_vector, squash)`` for iLQR.
 
-    The state x stacks the named fields of the env state; the plan variable v maps to the
+    The state x concatenates the named fields of the env state (scalars or arrays, in
+    order, flattened); the plan variable v maps to the
     action box by u = mid + half·tanh(v) so that the bounds hold and gradients stay alive.
     The cost is −reward of ``env.with_transition_gradients().step_env``.
     """
@@ -174,11 +177,16 @@ def vector_model(env: Any, env_params: Any, fields: tuple[str, ...]):
     def squash(v):
         return mid + half * jnp.tanh(v)
 
+    shapes = [jnp.shape(getattr(template, f)) for f in fields]
+    offsets = np.cumsum([0] + [math.prod(shape) for shape in shapes])
+
     def to_vector(state):
-        return jnp.stack([jnp.asarray(getattr(state, f), jnp.float32) for f in fields])
+        return jnp.concatenate([jnp.ravel(jnp.asarray(getattr(state, f), jnp.float32))
+                                for f in fields])
 
     def from_vector(x, like=template):
-        return like.replace(**{f: x[i] for i, f in enumerate(fields)})
+        return like.replace(**{f: x[offsets[i]:offsets[i + 1]].reshape(shapes[i])
+                               for i, f in enumerate(fields)})
 
     def transition(x, v):
         _, state, reward, _, _ = diff_env.step_env(key, from_vector(x), squash(v), env_params)
@@ -338,7 +346,8 @@ def ilqr_planner(
 # ----------------------------------------------------------------------------- host level
 
 # Vector views of gymnax states with differentiable transitions, for iLQR (by env name).
-VECTOR_FIELDS = {"Pendulum-v1": ("theta", "theta_dot")}
+VECTOR_FIELDS = {"Pendulum-v1": ("theta", "theta_dot"),
+                 "Reacher-misc": ("angles", "angle_vels", "goal_xy")}
 
 PLANNERS: dict[str, tuple[str, dict[str, Any]]] = {
     "random_shooting": ("continuous", {"horizon": 30, "num_samples": 1000}),

@@ -31,3 +31,17 @@ def train_seeds(
     train = jax.jit(jax.vmap(algo.train, in_axes=(0, None, None, None)), static_argnums=2)
     _, metrics = train(keys, config, env, env_params)
     return final_returns(metrics, config.num_iterations)
+
+
+def train_preset(algo: types.ModuleType, env_id: str, seeds: int = 4):
+    """``seeds`` seeds of ``algo``'s preset for ``env_id`` in one vmapped program, from
+    ``FIRST_SEED``: (config, state, metrics), leaves ``[seeds, ...]``."""
+    from minirl import envs
+
+    env, env_params = envs.make(env_id)
+    config = algo.Config(**algo.preset(env_id))
+    keys = jax.random.split(jax.random.PRNGKey(FIRST_SEED), seeds)
+    train = jax.jit(jax.vmap(algo.train, in_axes=(0, None, None, None)), static_argnums=2)
+    state, metrics = train(keys, config, env, env_params)
+    return config, state, metrics
+

@@ -143,5 +143,50 @@ def test_state_action_reward_is_pendulums_reward_and_names_the_supported_envs():
         np.testing.assert_allclose(reward_fn(obs, jnp.array([action]), env_params),
                                    reward, rtol=1e-5)
     cartpole, _ = envs.make("CartPole-v1")
-    with pytest.raises(ConfigError, match="Pendulum-v1"):
+    with pytest.raises(ConfigError, match="Pendulum-v1, Reacher-misc"):
         rewards.state_action_reward(cartpole)
+
+
+@pytest.mark.parametrize("joints, torque_scale", [(2, 1.0), (2, 2.5)])
+def test_state_action_reward_is_reachers_reward(joints, torque_scale):
+    """Reacher-misc's (obs, action) reward equals the env's own step, for random states
+    (angles far outside [−π, π] too), actions and goals (gymnax's get_obs fails for other
+    than 2 joints, so 2 joints with two torque scales)."""
+    from gymnax.environments.misc.reacher import EnvState, Reacher
+
+    from minirl.model_based import rewards
+
+    env = Reacher(num_joints=joints)
+    env_params = env.default_params.replace(torque_scale=torque_scale)
+    reward_fn = rewards.state_action_reward(env)
+    rng = np.random.default_rng(joints)
+    for _ in range(20):
+        state = EnvState(angles=jnp.asarray(rng.uniform(-9, 9, joints), jnp.float32),
+                         angle_vels=jnp.asarray(rng.normal(size=joints), jnp.float32),
+                         goal_xy=jnp.asarray(rng.uniform(-joints, joints, 2), jnp.float32),
+                         time=0)
+        action = jnp.asarray(rng.uniform(-1, 1, joints), jnp.float32)
+        obs = env.get_obs(state, env_params)
+        reward = env.step_env(jax.random.PRNGKey(0), state, action, env_params)[2]
+        np.testing.assert_allclose(reward_fn(obs, action, env_params), reward, rtol=1e-4,
+                                   atol=1e-6)
+
+
+def test_the_run_summary_has_each_seeds_ilqr_reference_return(tmp_path):
+    """``runner.train`` writes ``reference_returns`` (one per seed, iLQR on the true model
+    from that seed's conditions) beside ``final_returns`` in summary.json."""
+    import json
+
+    from minirl import envs, runner
+
+    env, env_params = envs.make("Pendulum-v1")
+    config = lqr_flm.Config(total_steps=2 * 2 * 10, num_conditions=2, samples=2, horizon=10,
+                            dual_iterations=8, reference_iterations=2)
+    run = runner.train(lqr_flm, config, env, env_params, seeds=2, out_dir=str(tmp_path),
+                       target_chunks=1, env_id="Pendulum-v1")
+    with open(tmp_path / "summary.json") as f:
+        summary = json.load(f)
+    assert len(summary["reference_returns"]) == 2 == len(summary["final_returns"])
+    np.testing.assert_allclose(summary["reference_returns"],
+                               np.asarray(run.state.reference).mean(axis=-1), rtol=1e-5)
+    assert all(-2000 < r <= 0 for r in summary["reference_returns"])

@@ -32,25 +32,38 @@ horizon 50 it balances (−25 after 7 iterations, reference −2).
 import numpy as np
 import pytest
 
-from minirl import envs
 from minirl.model_based import lqr_flm
-from tests.algos.learning import FIRST_SEED, final_returns
+from tests.algos.learning import final_returns, train_preset
 
 pytestmark = [pytest.mark.learning, pytest.mark.timeout(600)]
 
 
 @pytest.mark.xfail(strict=True, reason="LQR-FLM does not swing Pendulum-v1 up (see module doc)")
 def test_lqr_flm_within_10_percent_of_ilqr_on_the_true_model():
-    import jax
-
-    env, env_params = envs.make("Pendulum-v1")
-    config = lqr_flm.Config(**lqr_flm.preset("Pendulum-v1"))
-    keys = jax.random.split(jax.random.PRNGKey(FIRST_SEED), 4)
-    train = jax.jit(jax.vmap(lqr_flm.train, in_axes=(0, None, None, None)), static_argnums=2)
-    state, metrics = train(keys, config, env, env_params)
+    config, state, metrics = train_preset(lqr_flm, "Pendulum-v1")
     finals = final_returns(metrics, config.num_iterations)
     references = np.asarray(state.reference).mean(axis=-1)
     print(f"lqr_flm Pendulum-v1 {config.total_steps} steps "
           f"({config.num_iterations * config.num_conditions * config.samples} episodes): "
           f"final {np.round(finals, 1)}, reference {np.round(references, 1)}")
     assert np.median(finals) >= 1.1 * np.median(references), (finals, references)
+
+
+def test_lqr_flm_reaches_on_reacher():
+    """Reacher-misc (2 joints, a goal per condition, 100 steps, reward exp(−|tip − goal|²)
+    per step), the preset (20 iterations: 40,000 real steps, 400 episodes): the controllers'
+    median return from their conditions is at least 40 % of iLQR's on the true model from
+    the same conditions, and 1.5 times the first iteration's. The issue's bar (within
+    10 % of iLQR) is NOT met: medians measured 2026-12-07 (final / reference / first
+    iteration) 56.9 / 70.2 from first seed 100 (tuning), 51.1 [61.8, 40.4, 63.2, 36.7] /
+    72.5 / 14.8 from 0, 33.3 [31.1, 34.7, 31.9, 45.0] / 62.5 / 16.2 from 1000: 81, 71 and
+    53 % of the reference. The thresholds guard against a learner that stops learning,
+    with a margin over the worst first seed."""
+    config, state, metrics = train_preset(lqr_flm, "Reacher-misc")
+    finals = final_returns(metrics, config.num_iterations)
+    first = np.asarray(metrics["episode_return_sum"][:, 0] / metrics["episodes"][:, 0])
+    references = np.asarray(state.reference).mean(axis=-1)
+    print(f"lqr_flm Reacher-misc {config.total_steps} steps: final {np.round(finals, 1)}, "
+          f"reference {np.round(references, 1)}, first iteration {np.round(first, 1)}")
+    assert np.median(finals) >= 0.4 * np.median(references), (finals, references)
+    assert np.median(finals) >= 1.5 * np.median(first), (finals, first)
