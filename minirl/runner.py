@@ -281,8 +281,17 @@ def _init_fn(algo: types.ModuleType, network: Any) -> Callable:
     return algo.init if network is None else functools.partial(algo.init, network=network)
 
 
-def _devices(devices: Sequence[Any] | None) -> list[Any]:
-    return list(devices or jax.local_devices())
+def _devices(devices: Sequence[Any] | None, algo: types.ModuleType | None = None
+             ) -> list[Any]:
+    """The devices a run's programs go to: ``devices`` or all local ones, but only the
+    first for a learner that sets ``SERIAL_ON_CPU`` when they are CPU devices (its programs
+    deadlocked XLA:CPU when two ran at once on the host's forced devices: LQR-FLM and GPS,
+    every thread waiting). The bits do not change: the programs' width does not depend on
+    the device count."""
+    found = list(devices or jax.local_devices())
+    if getattr(algo, "SERIAL_ON_CPU", False) and found and found[0].platform == "cpu":
+        return found[:1]
+    return found
 
 
 def train(
@@ -339,7 +348,7 @@ def train(
             f"{out_dir}) or choose another output directory"
         )
     programs.check_memory(_init_fn(algo, network), config, env, env_params, seeds)
-    devices = _devices(devices)
+    devices = _devices(devices, algo)
     k = runs_per_program or programs.default_runs_per_program(seeds)
     run = Run(
         algo_name(algo), config, seeds, seed,
@@ -377,7 +386,7 @@ def resume(
     from the recorded ``env_id``). ``log`` as in :func:`train`, from the next chunk on."""
     tracking.check(log, out_dir)
     run, state = load(out_dir, algo, env, env_params, network=network)
-    devices = _devices(devices)
+    devices = _devices(devices, algo)
     run.devices = min(len(devices), math.ceil(run.seeds / run.runs_per_program))
     runs = sweeps.seeds_of(run.config, env, env_params, run.seeds, run.seed)
     chunks = programs.start(_init_fn(algo, network), runs.keys, runs.configs, env,
@@ -510,7 +519,7 @@ def sweep(
     mean return per chunk, and the greedy evaluations with ``eval_every`` as in
     :func:`train`): what ``minirl compare`` plots, one line per configuration.
     """
-    devices = _devices(devices)
+    devices = _devices(devices, algo)
     check_positive_int("eval_episodes", eval_episodes)
     align = None if eval_every is None else eval_iterations(base, eval_every)
     run = Run(algo_name(algo), base, 0, seed,

@@ -69,6 +69,7 @@ from . import lqr_flm
 ACTION_KIND = "continuous"
 OBSERVATIONS = "vectors"
 ENVS = lqr_flm.ENVS  # the registered envs with a known reward of (obs, action)
+SERIAL_ON_CPU = lqr_flm.SERIAL_ON_CPU  # one CPU device at a time (lqr_flm.py says why)
 
 
 class Config(eqx.Module):
@@ -229,9 +230,7 @@ def linearize(params: Policy, states: jax.Array, config: Any) -> lg.Policy:
 def policy_covariance(precisions: jax.Array) -> jax.Array:
     """Σ_π = (mean of the local precisions Λ)⁻¹ (``precisions`` [..., m, m])."""
     m = precisions.shape[-1]
-    mean = jnp.mean(precisions.reshape(-1, m, m), axis=0)
-    cov = jnp.linalg.inv(mean)
-    return 0.5 * (cov + cov.T)
+    return lg.spd_inverse(jnp.mean(precisions.reshape(-1, m, m), axis=0))
 
 
 def supervised_loss(net: eqx.Module, states: jax.Array, targets: jax.Array,
@@ -249,7 +248,7 @@ def fit_policy(params: Policy, opt_state: optax.OptState, key: jax.Array, states
     local controllers (leaves [C, T, ...]) as targets."""
     C, N, T, n = states.shape
     means = jnp.einsum("ctij,cntj->cnti", controllers.K, states) + controllers.k[:, None]
-    precisions = jnp.linalg.inv(controllers.cov)  # [C, T, m, m]
+    precisions = lg.spd_inverse(controllers.cov)  # [C, T, m, m]
     m = precisions.shape[-1]
     scale = jnp.mean(jnp.trace(precisions, axis1=-2, axis2=-1)) / m
     weights = jnp.broadcast_to((precisions / scale)[:, None], (C, N, T, m, m))

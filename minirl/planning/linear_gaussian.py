@@ -360,6 +360,14 @@ def psd_part(A: jax.Array, floor: float | jax.Array = 0.0) -> jax.Array:
     return _sym((V * w[..., None, :]) @ jnp.swapaxes(V, -1, -2))
 
 
+def spd_inverse(A: jax.Array) -> jax.Array:
+    """A⁻¹ = V diag(1/w) Vᵀ of small symmetric positive-definite matrices [..., d, d], by
+    :func:`symmetric_eigen` (matmuls only: ``jnp.linalg.inv`` inside GPS's vmapped scan
+    hung XLA:CPU as ``eigh`` did, every thread waiting, with 2 seeds vmapped)."""
+    w, V = symmetric_eigen(A)
+    return _sym((V / w[..., None, :]) @ jnp.swapaxes(V, -1, -2))
+
+
 # ----------------------------------------------------------------------------- costs
 
 

@@ -274,3 +274,15 @@ def test_train_on_pendulum_reports_the_global_policys_episodes_from_random_start
     obs, _ = env.reset(jax.random.PRNGKey(1), params)
     u = gps.act(state.learner.params, obs, jax.random.PRNGKey(2), config)
     assert u.shape == (1,) and float(jnp.abs(u[0])) <= 2.0
+
+
+def test_the_runner_keeps_lqr_flm_and_gps_on_one_cpu_device():
+    """Two of their programs at once on forced CPU devices deadlocked XLA:CPU, so the
+    runner gives them the first CPU device only (SERIAL_ON_CPU); other learners get all."""
+    from minirl import runner
+    from minirl.algos import dqn
+
+    device = jax.devices("cpu")[0]
+    assert runner._devices([device, device], gps) == [device]
+    assert runner._devices([device, device], lqr_flm) == [device]
+    assert runner._devices([device, device], dqn) == [device, device]
