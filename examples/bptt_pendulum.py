@@ -2,7 +2,7 @@
 on the λ-return of short rollouts through a differentiable model, 5,000 real env steps,
 2 seeds in one compiled program; then the same through a learned ensemble.
 
-    python examples/bptt_pendulum.py      # about 4 minutes on 2 CPU cores
+    python examples/bptt_pendulum.py      # about 2 minutes on 2 CPU cores
 
 ``model="true"`` differentiates gymnax's own Pendulum step (an upper bound: the dynamics
 are known); ``model="learned"`` differentiates an ensemble refitted on the real data the
