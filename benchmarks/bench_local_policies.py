@@ -65,7 +65,22 @@ def fmt(x: float) -> str:
     return "never" if not np.isfinite(x) else f"{x:,.0f}"
 
 
-def bench_env(env_id: str, seeds: int, quick: bool) -> list[str]:
+def reference_note(env, env_params, state, config) -> str:
+    """What the iLQR reference is made of (``lqr_flm.reference_parts``), medians over seeds of
+    the conditions' mean: the closed loop, and whole-horizon iLQR from constant plans, which
+    is LQR-FLM's own local search with the true model in place of fitted ones."""
+    parts = jax.jit(jax.vmap(lambda s: lqr_flm.reference_parts(env, env_params, s, config)))(
+        state.env.env_state)
+    mpc_return, constant_return, warm_return = (np.median(np.asarray(x).mean(axis=-1))
+                                                for x in parts)
+    return (f"iLQR on the true model from the same conditions (the reference is the best of"
+            f" the three per condition): replanning iLQR-MPC {mpc_return:.1f}; open-loop iLQR"
+            f" over the whole horizon from constant plans (LQR-FLM's own local search with a"
+            f" perfect model) {constant_return:.1f}; the same from MPC's actions"
+            f" {warm_return:.1f}.")
+
+
+def bench_env(env_id: str, seeds: int, quick: bool) -> tuple[list[str], str]:
     env, env_params = envs.make(env_id)
     rows = []
     overrides = {"total_steps": 8_000} if quick else {}
@@ -75,6 +90,7 @@ def bench_env(env_id: str, seeds: int, quick: bool) -> list[str]:
         state, metrics, compiled, seconds = train_seeds(algo, config, env, env_params, seeds)
         if algo is lqr_flm:
             references = np.asarray(state.reference).mean(axis=-1)  # [S]
+            note = reference_note(env, env_params, state, config)
             # the controllers' noise-free return from their conditions, per iteration
             curve = np.asarray(metrics["episode_return_sum"] / metrics["episodes"])
             final = f"{np.median(curve[:, -1]):.1f} (iLQR {np.median(references):.1f})"
@@ -110,7 +126,7 @@ def bench_env(env_id: str, seeds: int, quick: bool) -> list[str]:
                         f"{', '.join(fmt(x) for x in near)} | "
                         f"{', '.join(fmt(x) for x in close)} | "
                         f"{1e3 * seconds / config.num_iterations:.1f} | {compiled:.0f} |")
-    return rows
+    return rows, note
 
 
 def main() -> None:
@@ -138,8 +154,8 @@ def main() -> None:
                   "within 10 % of iLQR, per seed | within 25 % | ms per iteration | compile + "
                   "first run (s) |",
                   "|---|---:|---|---|---|---:|---:|"]
-        lines += bench_env(env_id, args.seeds, args.quick)
-        lines.append("")
+        rows, note = bench_env(env_id, args.seeds, args.quick)
+        lines += rows + ["", note, ""]
     text = "\n".join(lines)
     print(text)
     if not args.quick:

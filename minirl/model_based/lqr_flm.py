@@ -43,16 +43,19 @@ episodes are not), and those are the ``episodes`` of the metrics, so ``final_ret
 ``summary.json`` is the returned controllers' return from their conditions. The N noisy
 rollouts are reported as ``sample_return``; ``env_steps`` counts them (C·N·T per iteration).
 ``reference_return`` (``reference_iterations`` > 0, envs with a vector model in
-``planning.mpc.VECTOR_FIELDS``: Pendulum-v1) is iLQR on the true, differentiable model from
-the same conditions over the same horizon (the better of iLQR-MPC and whole-horizon iLQR
-from four starts, :func:`reference_returns`), i.e. what a planner that knows the dynamics
-achieves; it is computed once in ``init`` (``State.reference``) and reported as the metric
-``reference_return``.
+``planning.mpc.VECTOR_FIELDS``: Pendulum-v1, Reacher-misc) is iLQR on the true,
+differentiable model from the same conditions over the same horizon (the best of iLQR-MPC
+and whole-horizon iLQR from four starts, :func:`reference_returns`), i.e. what a planner
+that knows the dynamics achieves; it is computed once in ``init`` (``State.reference``) and
+reported as the metric ``reference_return``.
 
-**Status.** Not yet registered with the CLI: it does not swing Pendulum-v1 up (median
-about −1290 against the reference's −156; the numbers and what was tried are in
-tests/model_based/test_lqr_flm_learning.py, an xfail(strict) test). It converges to the
-LQR solution on linear-quadratic systems (tests/model_based/test_lqr_flm.py).
+**What it reaches.** Reacher-misc: 53–81 % of the reference's return, by first seed
+(tests/model_based/test_lqr_flm_learning.py). Pendulum-v1 (torque ≤ 2): no swing-up,
+about −1290 against the reference's −156, an xfail(strict) test that lists what was
+tried; whole-horizon iLQR on the *true* model from the same constant starts, the same
+local search with a perfect model (:func:`reference_parts`), also stops far from the
+reference (benchmarks/RESULTS.md). It converges to the LQR solution on linear-quadratic
+systems (tests/model_based/test_lqr_flm.py).
 
 **Acting.** The controller is time-varying: ``act_with_memory`` carries (condition, t),
 the condition chosen at an episode's first observation as the one whose initial
@@ -61,10 +64,11 @@ meant to work); ``act`` starts a fresh memory (t = 0).
 
 Contract (docs/design.md): ``Config``, ``Learner``, ``State``, ``init``, ``learn`` (the
 local fits, the step size and the KL step on a batch of rollouts), ``step``, ``train``,
-``act``. :func:`fit_local`, :func:`adjust_step` and :func:`rollouts` are the pieces a GPS learner
-(issue 19, not written yet) would reuse.
+``act``. :func:`fit_local`, :func:`adjust_step`, :func:`rollouts` and :func:`local_controllers`
+are the pieces ``gps.py`` reuses.
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -268,17 +272,18 @@ def local_controllers(key: jax.Array, config: Any, env: Any, env_params: Any, na
     return conditions, env_carry, params
 
 
-def reference_returns(env: Any, env_params: Any, env_states: Any, config: Config
-                      ) -> jax.Array:
-    """Per condition [C]: the return of iLQR on the env's own differentiable transitions
+def reference_parts(env: Any, env_params: Any, env_states: Any, config: Config
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per condition, three returns [C] of iLQR on the env's own differentiable transitions
     (``planning.mpc.vector_model``) over ``horizon`` steps from the condition's state; NaN
-    when ``reference_iterations`` is 0 or the env has no vector model.
-
-    The better of two uses of iLQR on the true model:
+    when ``reference_iterations`` is 0 or the env has no vector model:
     - one episode of iLQR-MPC (``mpc.ilqr_planner``: horizon 40, three starts, replanned
       every step), the closed loop;
-    - one open-loop iLQR over the whole horizon (``reference_iterations`` iterations) from
-      v = 0, v = ±1 and from that MPC episode's actions, the cheapest plan.
+    - open-loop iLQR over the whole horizon (``reference_iterations`` iterations) from the
+      constant plans v = 0 and v = ±1, the cheapest plan's return (minus its cost): LQR-FLM's
+      own problem (one time-varying plan from a fixed start, improved locally from a
+      constant one) solved with the true model in place of fitted ones;
+    - the same iLQR started from that MPC episode's actions.
     Whole-horizon iLQR alone falls short on Pendulum-v1: from constant starts it is stuck in
     poor local minima (key 1's four conditions, 100 iterations, the best of v = 0, ±1 and
     MPC's actions: −501, −739, −734, −803, none converged, where MPC scored −8.7, −120,
@@ -290,7 +295,7 @@ def reference_returns(env: Any, env_params: Any, env_states: Any, config: Config
     C = config.num_conditions
     fields = mpc.VECTOR_FIELDS.get(rewards.env_name(env))
     if config.reference_iterations == 0 or fields is None:
-        return jnp.full((C,), jnp.nan, jnp.float32)
+        return (jnp.full((C,), jnp.nan, jnp.float32),) * 3
     dynamics, cost, to_vector, _, _ = mpc.vector_model(env, env_params, fields)
     low, high = rollout.action_bounds(env, env_params)
     mid, half = (high + low).reshape(-1) / 2, (high - low).reshape(-1) / 2
@@ -305,12 +310,19 @@ def reference_returns(env: Any, env_params: Any, env_states: Any, config: Config
         u = episode.actions.reshape(config.horizon, m)
         v = jnp.arctanh(jnp.clip((u - mid) / half, -0.99, 0.99))  # |v| ≤ 2.65
         starts = jnp.concatenate([constants, v[None]])
-        solutions = jax.vmap(lambda plan: lqr.ilqr(
+        costs = jax.vmap(lambda plan: lqr.ilqr(
             dynamics, cost, x0, plan, max_iterations=config.reference_iterations,
-            reg_init=1.0))(starts)
-        return jnp.maximum(episode.episode_return, -jnp.min(solutions.cost))
+            reg_init=1.0).cost)(starts)
+        return episode.episode_return, -jnp.min(costs[:-1]), -costs[-1]
 
     return jax.vmap(one)(env_states)
+
+
+def reference_returns(env: Any, env_params: Any, env_states: Any, config: Config
+                      ) -> jax.Array:
+    """Per condition [C]: the best of :func:`reference_parts`' iLQR returns on the true
+    model (NaN when ``reference_iterations`` is 0 or the env has no vector model)."""
+    return functools.reduce(jnp.maximum, reference_parts(env, env_params, env_states, config))
 
 
 # ----------------------------------------------------------------------------- local models
