@@ -12,7 +12,12 @@ cost Hessian projected onto PSD (the default):
     per condition, init_var 0.3, 320k steps: −1295.0; init_var 4, kl_step 1, 10 rollouts,
     160k steps: −1265.1; init_var 0.1, kl_step 1: −1329.2; the cost expanded at the
     samples' mean instead of at each sample: −1294.0; a smooth surrogate cost
-    2k(1 − cos θ) + 0.1 θ̇² + 0.001 u² (k = 1, 2.47): −1496.6, −1495.1.
+    2k(1 − cos θ) + 0.1 θ̇² + 0.001 u² (k = 1, 2.47): −1496.6, −1495.1; the controller's
+    state x = (unwrapped θ, θ̇), where θ² + 0.1 θ̇² + 0.001 u² has no kink at the bottom:
+    −1448.4; with a penalty ‖v‖² on the pre-squash action as well (the offsets k_t
+    otherwise grow to |k| ≈ 6–9, up to 33, deep in tanh's saturation where the fitted B_t
+    ≈ 0): −1607.8; horizon 50 (20k steps): −309.8, flat from the first iteration, where the
+    reference is −154.1.
   first seed 0 (this test): final −1316.4, −1280.4, −1283.1, −1317.2 (median −1299.8);
     reference −200.3, −149.7, −118.7, −196.3 (median −173.0); 80 s on 2 loaded cores.
   first seed 1000: final −1284.3, −1272.2, −1276.4, −1289.1 (median −1280.3); reference
@@ -21,8 +26,10 @@ The mean controllers settle within a few iterations at about −1286 from every 
 near the passive swing (−6.4 per step), and the predicted improvement of further steps
 falls towards zero: a local optimum of the KL-bounded steps on local models. Pendulum-v1
 needs several swings to pump energy with |u| ≤ 2 over 200 steps; whole-horizon iLQR on the
-*true* model from constant plans also stops in poor local optima (−501 to −803, see
-``lqr_flm.reference_returns``), and only replanning iLQR-MPC reaches the reference. Where a
+*true* model from constant plans, LQR-FLM's own local search with a perfect model
+(``lqr_flm.reference_parts``), also stops in poor local optima: −996.2 (median over first
+seed 100's 4 seeds, benchmarks/bench_local_policies.py; −474.7 at horizon 100, −218.1 at
+50), and only replanning iLQR-MPC reaches the reference (−150.4). Where a
 swing-up needs no pumping the same learner does learn: with max_torque 10 and horizon 100
 (40k steps, first seed 1) the median goes from about −600 to −299 (reference −51; without
 the PSD projection −481, with the smooth surrogate −264); from the top condition with
