@@ -289,9 +289,10 @@ def reference_parts(env: Any, env_params: Any, env_states: Any, config: Config
     MPC's actions: −501, −739, −734, −803, none converged, where MPC scored −8.7, −120,
     −116, −338). Started from MPC's actions it does not help near the top: replayed open
     loop over 200 steps an upright pendulum falls (float32 rounding grows ~1.2× per step),
-    so iLQR starts from a fallen trajectory. On those four conditions MPC was the better of
-    the two every time; the whole-horizon iLQR is kept for envs where a plan over the
-    whole horizon beats a 40-step one."""
+    so iLQR starts from a fallen trajectory. On those four conditions MPC was the best every
+    time; the whole-horizon parts are kept for envs where a plan over the whole horizon
+    beats a 40-step one, and to show what LQR-FLM's local search reaches with exact
+    dynamics (benchmarks/bench_local_policies.py)."""
     C = config.num_conditions
     fields = mpc.VECTOR_FIELDS.get(rewards.env_name(env))
     if config.reference_iterations == 0 or fields is None:
