@@ -34,14 +34,14 @@ both papers: a student that gives an action the teacher takes no mass pays witho
 **Data (DAgger; Ross et al., 2011, "A reduction of imitation learning and structured
 prediction to no-regret online learning").** The states are those the *student* visits: in
 each task's envs the behaviour policy takes, per env and step, the teacher's action (a
-sample of π_E) with probability β and the student's otherwise (a sample of π_θ, or its argmax
-with ``behaviour="greedy"``); β decays linearly from ``beta_start`` to 0 over
-``beta_fraction`` of the run. Rusu et al. collected states with the teacher alone (β = 1
-throughout); learning on the student's own states is DAgger's correction for errors that
-compound along the student's trajectories. Every visited state goes into one replay buffer
-with its task index and the teacher's probabilities, computed when the state is visited (as
-Rusu et al.'s replay memory holds the teacher's outputs); each update draws a uniform batch
-across all tasks, which hold equal shares of the buffer.
+sample of π_E) with probability β and the student's otherwise (the argmax of π_θ, the policy
+that is evaluated, or a sample of it with ``behaviour="sample"``); β decays linearly from
+``beta_start`` to 0 over ``beta_fraction`` of the run. Rusu et al. collected states with the
+teacher alone (β = 1 throughout); learning on the student's own states is DAgger's
+correction for errors that compound along the student's trajectories. Every visited state
+goes into one replay buffer with its task index and the teacher's probabilities, computed
+when the state is visited (as Rusu et al.'s replay memory holds the teacher's outputs); each
+update draws a uniform batch across all tasks, which hold equal shares of the buffer.
 
 **Contract** (docs/design.md §1), with one difference: there are several environments, so
 ``init``, ``step`` and ``train`` take ``tasks``, a tuple of :class:`Task` (env, env
@@ -102,12 +102,12 @@ class Config(eqx.Module):
     total_steps: int = eqx.field(static=True, default=40_000)  # env steps per task
     num_envs: int = eqx.field(static=True, default=8)  # parallel environments per task
     rollout_steps: int = eqx.field(static=True, default=4)  # env steps per env per iteration
-    gradient_steps: int = eqx.field(static=True, default=2)  # updates per iteration
+    gradient_steps: int = eqx.field(static=True, default=8)  # updates per iteration
     buffer_size: int = eqx.field(static=True, default=50_000)  # states kept, all tasks
     batch_size: int = eqx.field(static=True, default=256)  # states per update
     learning_starts: int = eqx.field(static=True, default=1_000)  # env steps per task first
     hidden: tuple[int, ...] = eqx.field(static=True, default=(64, 64))  # student widths
-    behaviour: str = eqx.field(static=True, default="sample")  # student acts: "sample" | "greedy"
+    behaviour: str = eqx.field(static=True, default="greedy")  # student acts: "greedy" | "sample"
 
     learning_rate: float = 1e-3  # Adam step size at the start
     learning_rate_end_factor: float = 0.0  # lr anneals linearly to lr × this at the end

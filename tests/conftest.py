@@ -2,10 +2,14 @@
 examples slow) and a bounded number of examples so the suite fits on 2 CPU cores."""
 
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
 from hypothesis import HealthCheck, settings
+
+_CACHE_VARIABLE = "MINIRL_TEST_XLA_CACHE_DIR"
 
 settings.register_profile(
     "minirl",
@@ -17,6 +21,23 @@ settings.register_profile(
 )
 settings.register_profile("thorough", parent=settings.get_profile("minirl"), max_examples=300)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "minirl"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One XLA compilation cache per test run, shared by the xdist workers: many tests
+    compile the same program (a learner's tiny config in the contract, CLI, copy and runner
+    tests), and each worker would otherwise compile it again. The directory is new for every
+    run (made by the process that starts the workers, removed when it ends), so a run never
+    reads a cache an earlier run left behind. ``MINIRL_TEST_XLA_CACHE=0`` turns it off."""
+    if os.environ.get("MINIRL_TEST_XLA_CACHE", "1") == "0":
+        return
+    if not hasattr(config, "workerinput"):  # the controller (or the only process)
+        directory = tempfile.mkdtemp(prefix="minirl-xla-cache-")
+        os.environ[_CACHE_VARIABLE] = directory
+        config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
+    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_VARIABLE])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -225,28 +225,17 @@ def test_same_key_same_bits_and_jit_equals_eager(name):
     assert_bits(a, b)
     state = jax.jit(algo.init, static_argnums=2)(key, config, env, env_params)
     step = jax.jit(algo.step, static_argnums=2)
-    for _ in range(2):  # past nothing in particular: compare one step, jitted and eager
-        jitted, jm = step(state, config, env, env_params)
-        with jax.disable_jit():
-            eager, em = algo.step(state, config, env, env_params)
-        assert_close(jitted, eager, rtol=1e-3, atol=1e-4)
-        assert_close(jm, em, rtol=1e-3, atol=1e-4)
-        state = jitted
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_vmap_over_seeds_equals_a_loop(name):
-    algo, config, env, env_params = tiny(name)
-    keys = jax.random.split(jax.random.PRNGKey(5), 2)
-    batched = jax.jit(jax.vmap(algo.train, in_axes=(0, None, None, None)), static_argnums=2)
-    states, metrics = batched(keys, config, env, env_params)
-    train = jax.jit(algo.train, static_argnums=2)
-    for i in range(2):
-        state, m = train(keys[i], config, env, env_params)
-        np.testing.assert_array_equal(m["env_steps"], metrics["env_steps"][i])
-        np.testing.assert_array_equal(m["episodes"], metrics["episodes"][i])
-        assert_close(jax.tree.map(lambda x, i=i: x[i], (states.learner, metrics)),
-                     (state.learner, m), rtol=1e-3, atol=1e-3)
+    # The second step, jitted and eager, from the jitted first: by then every model-based
+    # learner's tiny config is past its learning_starts / random_steps (one iteration's env
+    # steps), the off-policy ones are still in their warm-up in both steps, and ppo, trpo,
+    # lqr_flm and gps learn in both. Until 2026-12-07 the first step was compared as well;
+    # the eager steps are the costliest part of this module.
+    state, _ = step(state, config, env, env_params)
+    jitted, jm = step(state, config, env, env_params)
+    with jax.disable_jit():
+        eager, em = algo.step(state, config, env, env_params)
+    assert_close(jitted, eager, rtol=1e-3, atol=1e-4)
+    assert_close(jm, em, rtol=1e-3, atol=1e-4)
 
 
 def numeric_fields(config) -> dict[str, dataclasses.Field]:
@@ -255,10 +244,12 @@ def numeric_fields(config) -> dict[str, dataclasses.Field]:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_numeric_hyperparameters_are_leaves_one_program_sweeps(name):
-    """Every float field is a traced leaf (not static); a config stacked over two values of
-    every leaf trains in one vmapped program, each row equal to its own run; and jit
-    compiles once for both values."""
+def test_one_program_over_seeds_and_hyperparameters_equals_separate_runs(name):
+    """Every float field is a traced leaf (not static); one vmapped program over two rows,
+    each with its own key and its own value of every numeric leaf, equals the two runs made
+    alone (integer outputs exactly, floats to rounding); and jit compiles once for both
+    values. (Seeds and hyperparameters share one program here, the way a sweep uses it, so
+    each learner compiles one vmapped program, not two.)"""
     algo, config, env, env_params = tiny(name)
     for field in dataclasses.fields(config):
         if field.type is float:
@@ -280,14 +271,16 @@ def test_numeric_hyperparameters_are_leaves_one_program_sweeps(name):
     other = dataclasses.replace(config, **scaled)
     keys = jax.random.split(jax.random.PRNGKey(6), 2)
     batched = jax.jit(jax.vmap(algo.train, in_axes=(0, 0, None, None)), static_argnums=2)
-    _, metrics = batched(keys, stack([config, other]), env, env_params)
+    states, metrics = batched(keys, stack([config, other]), env, env_params)
     # a fresh function: jit's cache is shared by every jit of the same function object
     train = jax.jit(lambda *args: algo.train(*args), static_argnums=2)
-    train(keys[0], config, env, env_params)
-    _, alone = train(keys[1], other, env, env_params)
+    for i, row_config in enumerate((config, other)):
+        state, alone = train(keys[i], row_config, env, env_params)
+        np.testing.assert_array_equal(alone["env_steps"], metrics["env_steps"][i])
+        np.testing.assert_array_equal(alone["episodes"], metrics["episodes"][i])
+        assert_close(jax.tree.map(lambda x, i=i: x[i], (states.learner, metrics)),
+                     (state.learner, alone), rtol=1e-3, atol=1e-3)
     assert train._cache_size() == 1, "another value of a numeric field recompiled"
-    np.testing.assert_array_equal(alone["env_steps"], metrics["env_steps"][1])
-    assert_close({k: v[1] for k, v in metrics.items()}, alone, rtol=1e-3, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -146,6 +146,10 @@ def copies(tmp_path_factory):
     script = directory / "run.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if "MINIRL_TEST_XLA_CACHE_DIR" in env:  # this run's compilation cache (tests/conftest.py)
+        env.update(JAX_COMPILATION_CACHE_DIR=env["MINIRL_TEST_XLA_CACHE_DIR"],
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
+                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     proc = subprocess.run([sys.executable, str(script), json.dumps(jobs), str(out)],
                           cwd=directory, env=env, capture_output=True, text=True, timeout=560)
     assert proc.returncode == 0 and out.exists(), proc.stderr[-4000:]

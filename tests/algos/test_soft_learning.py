@@ -22,6 +22,7 @@ from tests.algos.learning import train_seeds
 pytestmark = [pytest.mark.learning, pytest.mark.timeout(1800)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algo, target", [(soft_q, 475.0), (sac, 400.0)],
                          ids=["soft_q", "discrete-sac"])
 def test_learns_cartpole_in_200k_steps(algo, target):

@@ -24,7 +24,8 @@ from tests.algos.learning import train_seeds
 pytestmark = [pytest.mark.learning, pytest.mark.timeout(900)]
 
 
-@pytest.mark.parametrize("model, target", [("true", -200.0), ("learned", -250.0)])
+@pytest.mark.parametrize(
+    "model, target", [pytest.param("true", -200.0, marks=pytest.mark.slow), ("learned", -250.0)])
 def test_bptt_learns_pendulum(model, target):
     env, env_params = envs.make("Pendulum-v1")
     config = bptt.Config(**{**bptt.preset("Pendulum-v1"), "model": model})

@@ -41,6 +41,7 @@ def test_gps_global_policy_follows_the_local_controllers_on_reacher():
     assert np.median(local) >= 1.5 * np.median(first), (local, first)
 
 
+@pytest.mark.slow  # a record of an unmet bar (see the module doc), not a guard
 @pytest.mark.xfail(strict=True, reason="the local controllers do not swing Pendulum up "
                    "(module doc)")
 def test_gps_global_policy_swings_pendulum_up_from_random_starts():

@@ -45,6 +45,7 @@ from tests.algos.learning import final_returns, train_preset
 pytestmark = [pytest.mark.learning, pytest.mark.timeout(600)]
 
 
+@pytest.mark.slow  # a record of an unmet bar (see the module doc), not a guard
 @pytest.mark.xfail(strict=True, reason="LQR-FLM does not swing Pendulum-v1 up (see module doc)")
 def test_lqr_flm_within_10_percent_of_ilqr_on_the_true_model():
     config, state, metrics = train_preset(lqr_flm, "Pendulum-v1")

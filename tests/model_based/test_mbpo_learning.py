@@ -25,7 +25,8 @@ from tests.algos.learning import train_seeds
 pytestmark = [pytest.mark.learning, pytest.mark.timeout(900)]
 
 
-@pytest.mark.parametrize("agent, target", [("sac", -200.0), ("td3", -250.0)])
+@pytest.mark.parametrize(
+    "agent, target", [("sac", -200.0), pytest.param("td3", -250.0, marks=pytest.mark.slow)])
 def test_mbpo_learns_pendulum_in_5k_real_steps(agent, target):
     env, env_params = envs.make("Pendulum-v1")
     config = mbpo.Config(**{**mbpo.preset("Pendulum-v1"), "agent": agent})
@@ -35,6 +36,7 @@ def test_mbpo_learns_pendulum_in_5k_real_steps(agent, target):
     assert np.median(finals) >= target, finals
 
 
+@pytest.mark.slow
 def test_mbpo_with_the_true_env_learns_at_least_as_well_as_its_agent_alone():
     """``model="true"``: the rollouts are exact env transitions, so mbpo is its agent with
     more (and exact) data per real step; in the same 2,500 real steps it must do at least as
@@ -56,6 +58,7 @@ def test_mbpo_with_the_true_env_learns_at_least_as_well_as_its_agent_alone():
     assert np.median(with_model) >= np.median(alone), (with_model, alone)
 
 
+@pytest.mark.slow
 def test_mbpo_dqn_learns_cartpole_in_30k_real_steps():
     """``agent=dqn`` with 3-step windows on CartPole-v1 (the preset; DQN alone needs about
     100k real steps for 400, README's learning table)."""

@@ -28,7 +28,8 @@ pytestmark = [pytest.mark.learning, pytest.mark.timeout(900)]
 @pytest.mark.parametrize(
     "overrides, target",
     [({}, -200.0),
-     (dict(model="deterministic", ensemble_size=1, particles=1), -300.0),
+     pytest.param(dict(model="deterministic", ensemble_size=1, particles=1), -300.0,
+                  marks=pytest.mark.slow),
      (dict(model="bnn"), -300.0)],
     ids=["pets", "deterministic", "bnn"],
 )
