@@ -9,7 +9,7 @@ import jax
 import pytest
 from hypothesis import HealthCheck, settings
 
-_CACHE_VARIABLE = "MINIRL_TEST_XLA_CACHE_DIR"
+from tests import xla_cache
 
 settings.register_profile(
     "minirl",
@@ -33,11 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     if not hasattr(config, "workerinput"):  # the controller (or the only process)
         directory = tempfile.mkdtemp(prefix="minirl-xla-cache-")
-        os.environ[_CACHE_VARIABLE] = directory
+        os.environ[xla_cache.DIRECTORY_VARIABLE] = directory
         config.add_cleanup(lambda: shutil.rmtree(directory, ignore_errors=True))
-    jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_VARIABLE])
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    xla_cache.use(os.environ[xla_cache.DIRECTORY_VARIABLE])
 
 
 @pytest.fixture(autouse=True, scope="module")

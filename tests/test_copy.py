@@ -19,6 +19,7 @@ import textwrap
 import pytest
 
 import minirl
+from tests import xla_cache
 from tests.test_contract import REGISTERED, TINY
 
 pytestmark = pytest.mark.timeout(600)
@@ -145,11 +146,7 @@ def copies(tmp_path_factory):
     out = directory / "results.json"
     script = directory / "run.py"
     script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    if "MINIRL_TEST_XLA_CACHE_DIR" in env:  # this run's compilation cache (tests/conftest.py)
-        env.update(JAX_COMPILATION_CACHE_DIR=env["MINIRL_TEST_XLA_CACHE_DIR"],
-                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
-                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    env = xla_cache.subprocess_env({k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     proc = subprocess.run([sys.executable, str(script), json.dumps(jobs), str(out)],
                           cwd=directory, env=env, capture_output=True, text=True, timeout=560)
     assert proc.returncode == 0 and out.exists(), proc.stderr[-4000:]
